@@ -1,0 +1,60 @@
+"""Datasets: sources (mirror or canonical URL with sha256), schema loaders, the embedded quick-start set
+and record selection.
+
+``prepare_dataset(spec, mirror_dir, download_dir)`` dispatches on ``spec["kind"]`` through ``REGISTRY``.
+Common spec keys:
+
+``kind``        ``quickstart`` (massedit.datasets.quickstart) or ``counterfact``
+                (massedit.datasets.counterfact); see those modules for their own keys
+``keep_known``  bool, accepted for every kind and recorded in the manifest; the filter itself needs the
+                model and runs in a later stage
+
+A new dataset is one module with ``SPEC_KEYS`` and ``prepare(spec, mirror_dir, download_dir) ->
+(records, provenance list)``, plus one entry in ``REGISTRY``.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+from massedit.io import sha256_json
+
+from . import counterfact, quickstart
+from .records import validate_record, validate_records
+from .selection import ordered_ids_hash, select_records
+from .sources import effective_mirror_dir, resolve_source
+
+REGISTRY: dict[str, ModuleType] = {
+    "quickstart": quickstart,
+    "counterfact": counterfact,
+}
+COMMON_KEYS = frozenset({"kind", "keep_known"})
+
+__all__ = [
+    "REGISTRY", "prepare_dataset", "validate_record", "validate_records", "select_records",
+    "ordered_ids_hash", "resolve_source", "effective_mirror_dir",
+]
+
+
+def prepare_dataset(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], dict]:
+    """Load the dataset ``spec`` describes; return its validated records and a manifest with the
+    provenance (sha256) of every source file and the hashes of the records and of their order."""
+    kind = spec.get("kind")
+    if kind not in REGISTRY:
+        raise ValueError(f"dataset spec: unknown kind {kind!r}; known: {sorted(REGISTRY)}")
+    module = REGISTRY[kind]
+    unknown = sorted(set(spec) - COMMON_KEYS - module.SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"dataset spec (kind {kind!r}): unknown key(s) {unknown}; "
+                         f"allowed: {sorted(COMMON_KEYS | module.SPEC_KEYS)}")
+    records, sources = module.prepare(spec, mirror_dir, download_dir)
+    # loaders validate per file; this adds the dataset-wide checks (unique case_ids)
+    records = validate_records(records, f"dataset kind {kind!r}")
+    manifest = {
+        "kind": kind,
+        "spec": dict(spec),
+        "sources": sources,
+        "n_records": len(records),
+        "records_sha256": sha256_json(records),
+        "ordered_ids_sha256": ordered_ids_hash(records),
+    }
+    return records, manifest

@@ -1,0 +1,174 @@
+"""CounterFact loaders (reference evaluation.md §1.2–§1.4).
+
+Dataset spec (``kind: counterfact``):
+
+``schema``  ``memit``: the full ROME/MEMIT schema (``counterfact.json``, ``multi_counterfact.json`` or the
+            mirror's 500-record sample), records kept in file order;
+            ``easyedit``: EasyEdit's reduced schema, three disjoint files whose union sorted by case_id
+            gives the order of ``counterfact.json`` (21,919 records).
+``source``  memit only: a source spec (massedit.datasets.sources) or the name of one in ``KNOWN_SOURCES``;
+            default ``"counterfact"`` (the canonical full file, sha256-pinned).
+``files``   easyedit only: list of source specs; default ``EASYEDIT_FILES`` (train, val, edit).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from massedit.io import read_json
+
+from .records import record_error, validate_record
+from .sources import resolve_source
+
+SPEC_KEYS = frozenset({"schema", "source", "files"})
+
+_EASYEDIT_REPO = ("https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread/"
+                  "51d7402617c2e52bde0dc11b76e400c3725a181a/data/counterfact")
+
+# Canonical files and the mirror's copies, with the checksums from evaluation.md §1.9 and the mirror's
+# PROVENANCE.md; raw GitHub URLs are pinned to the commit the mirror copied from.
+KNOWN_SOURCES: dict[str, dict] = {
+    "counterfact": {
+        "mirror_path": "counterfact/memit_schema/counterfact.json",
+        "url": "https://rome.baulab.info/data/dsets/counterfact.json",
+        "sha256": "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f",
+    },
+    # sha256 unknown upstream: the provenance records whatever was downloaded
+    "multi_counterfact": {
+        "mirror_path": "counterfact/memit_schema/multi_counterfact.json",
+        "url": "https://memit.baulab.info/data/dsets/multi_counterfact.json",
+    },
+    "counterfact_500": {
+        "mirror_path": "counterfact/memit_schema/counterfact_500.json",
+        "url": ("https://raw.githubusercontent.com/furonglegend/Met/"
+                "3cafe6f48801444aae7bb353367821671967782a/data/counterfact_500.json"),
+        "sha256": "99a455fe1b99dc332ec1fa921e69fd9297606e9c51d4f108522782f6ad125803",
+    },
+}
+DEFAULT_MEMIT_SOURCE = "counterfact"
+
+EASYEDIT_FILES: list[dict] = [
+    {"mirror_path": f"counterfact/easyedit_schema/counterfact-{part}.json",
+     "url": f"{_EASYEDIT_REPO}/counterfact-{part}.json", "sha256": sha}
+    for part, sha in (
+        ("train", "f7d443ffb0c5da6cbe816cdac45281ccb3f204b8a840f00d07a4aafa949bcd76"),
+        ("val", "42b44645471020a9419d183deb9e113e82941380046861770ea0083dabd13982"),
+        ("edit", "bfe31a7081932739406e282bb625d74222549c3386c15b1df3dfbc3978c69eec"),
+    )
+]
+
+
+def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
+    """Resolve the spec's files and load them; return (records, provenance of each file)."""
+    schema = spec.get("schema")
+    if schema == "memit":
+        if "files" in spec:
+            raise ValueError("counterfact spec: 'files' belongs to schema 'easyedit'; use 'source' for 'memit'")
+        source = spec.get("source", DEFAULT_MEMIT_SOURCE)
+        if isinstance(source, str):
+            if source not in KNOWN_SOURCES:
+                raise ValueError(f"counterfact spec: unknown source name {source!r}; "
+                                 f"known: {sorted(KNOWN_SOURCES)}, or give a source spec")
+            source = KNOWN_SOURCES[source]
+        path, prov = resolve_source(source, mirror_dir, download_dir)
+        return load_memit(path), [prov]
+    if schema == "easyedit":
+        if "source" in spec:
+            raise ValueError("counterfact spec: 'source' belongs to schema 'memit'; use 'files' for 'easyedit'")
+        files = spec.get("files", EASYEDIT_FILES)
+        if not isinstance(files, list) or not files:
+            raise ValueError("counterfact spec: 'files' must be a non-empty list of source specs")
+        resolved = [resolve_source(f, mirror_dir, download_dir) for f in files]
+        return load_easyedit([p for p, _ in resolved]), [prov for _, prov in resolved]
+    raise ValueError(f"counterfact spec: 'schema' must be 'memit' or 'easyedit', got {schema!r}")
+
+
+def load_memit(path: str | Path) -> list[dict]:
+    """Full-schema CounterFact to normalised records, in file order. Neighbourhood prompts share the
+    subject's true object, so each one's expected answer is ``target_true``."""
+    where = str(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a JSON list of records, got {type(data).__name__}")
+    out = []
+    for i, raw in enumerate(data):
+        get = _getter(raw, where, i)
+        true_obj = get("requested_rewrite.target_true.str", str)
+        rec = {
+            "case_id": get("case_id", int),
+            "subject": get("requested_rewrite.subject", str),
+            "prompt": get("requested_rewrite.prompt", str),
+            "target_new": get("requested_rewrite.target_new.str", str),
+            "target_true": true_obj,
+            "relation": get("requested_rewrite.relation_id", str, optional=True),
+            "paraphrase_prompts": get("paraphrase_prompts", list),
+            "neighborhood": [{"prompt": p, "target": true_obj}
+                             for p in get("neighborhood_prompts", list)],
+            "generation_prompts": get("generation_prompts", list),
+        }
+        out.append(validate_record(rec, where, i))
+    return out
+
+
+def load_easyedit(paths: list[str | Path]) -> list[dict]:
+    """EasyEdit-schema CounterFact (files with disjoint case_ids) to normalised records sorted by case_id.
+
+    The reduced schema keeps one paraphrase and one neighbour and no generation prompts (§1.4)."""
+    out, origin = [], {}
+    for path in paths:
+        where = str(path)
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise ValueError(f"{where}: expected a JSON list of records, got {type(data).__name__}")
+        for i, raw in enumerate(data):
+            get = _getter(raw, where, i)
+            case_id, subject, prompt = get("case_id", int), get("subject", str), get("prompt", str)
+            if not subject:
+                raise record_error(where, i, case_id, "subject", "empty")
+            template = prompt.replace(subject, "{}")
+            if template.count("{}") != 1:
+                raise record_error(where, i, case_id, "prompt",
+                                   f"subject {subject!r} must occur exactly once in {prompt!r} "
+                                   f"(gives {template.count('{}')} slots)")
+            if case_id in origin:
+                raise record_error(where, i, case_id, "case_id", f"also in {origin[case_id]}")
+            origin[case_id] = f"{where} record {i}"
+            rec = {
+                "case_id": case_id,
+                "subject": subject,
+                "prompt": template,
+                "target_new": get("target_new", str),
+                "target_true": get("ground_truth", str),
+                "relation": None,
+                "paraphrase_prompts": [get("rephrase_prompt", str)],
+                "neighborhood": [{"prompt": get("locality_prompt", str),
+                                  "target": get("locality_ground_truth", str)}],
+                "generation_prompts": [],
+            }
+            out.append(validate_record(rec, where, i))
+    out.sort(key=lambda r: r["case_id"])
+    return out
+
+
+def _getter(raw: Any, where: str, index: int):
+    """Field access by dotted path that fails with file, record and field named."""
+    case_id = raw.get("case_id") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise record_error(where, index, case_id, "<record>", f"expected an object, got {type(raw).__name__}")
+
+    def get(dotted: str, kind: type, optional: bool = False):
+        value: Any = raw
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                if optional:
+                    return None
+                raise record_error(where, index, case_id, dotted, "missing")
+            value = value[part]
+        if optional and value is None:
+            return None
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise record_error(where, index, case_id, dotted,
+                               f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return get

@@ -1,0 +1,36 @@
+"""EAMET's embedding-alignment terms (method.md §3.3, eqs. 8–10).
+
+For edit i the earlier residuals r_j (j < i) and the key similarities s_j = cos(k_i, k_j) are constants;
+only u_j = cos(δ, r_j) depends on δ.
+"""
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-8
+
+
+def residual_cosines(delta: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """u_j = cos(δ, r_j); safe when δ is zero (its normalised form is then zero)."""
+    d = torch.nn.functional.normalize(delta, dim=0)
+    r = torch.nn.functional.normalize(previous, dim=1)
+    return r @ d
+
+
+def kl_alignment(s: torch.Tensor, u: torch.Tensor, tau: float, direction: str = "code") -> torch.Tensor:
+    """Eq. (9). ``code``: KL(P_k ‖ P_r) as the authors' code computes it; ``page``: KL(P_r ‖ P_k)."""
+    p_k = torch.softmax(s / tau, dim=0)
+    p_r = torch.softmax(u / tau, dim=0)
+    if direction == "code":
+        return (p_k * torch.log((p_k + EPS) / (p_r + EPS))).sum()
+    if direction == "page":
+        return (p_r * torch.log((p_r + EPS) / (p_k + EPS))).sum()
+    raise ValueError(f"align_kl_direction must be 'code' or 'page', not {direction!r}")
+
+
+def topm_mse_alignment(s: torch.Tensor, u: torch.Tensor, tau: float, top_m: int) -> torch.Tensor:
+    """Eq. (10): softmax(s_N/τ)-weighted squared gap over the min(M, i) most key-similar earlier items."""
+    m = min(top_m, s.shape[0])
+    top = torch.topk(s, m).indices
+    w = torch.softmax(s[top] / tau, dim=0)
+    return (w * (s[top] - u[top]) ** 2).sum()
