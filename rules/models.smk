@@ -1,0 +1,24 @@
+# Model acquisition: every source ends as a Hugging Face directory plus a manifest with checksums.
+
+
+rule acquire_model:
+    input:
+        local=local_model_source,
+    output:
+        hf=directory("resources/models/{model}/hf"),
+        manifest="resources/models/{model}/manifest.json",
+    params:
+        spec=lambda wildcards: mc.model_spec(config, wildcards.model),
+        download_dir=mc.DOWNLOAD_DIR,
+    threads: 1
+    resources:
+        mem_mb=mem_mb(8000),
+        runtime=60,
+    log:
+        "logs/acquire_model/{model}.log",
+    benchmark:
+        "benchmarks/acquire_model/{model}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/acquire_model.py"

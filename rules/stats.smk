@@ -1,0 +1,32 @@
+# Preservation statistics: one pass over the corpus yields every layer of the set. Everything that
+# determines the result is in the file name or in params, so the between-workflow cache never confuses
+# two settings; batch sizes are read at run time because they only change speed.
+
+
+rule compute_layer_stats:
+    input:
+        model=rules.acquire_model.output.hf,
+    output:
+        multiext(
+            "resources/stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}",
+            npz=".npz",
+            json=".json",
+        ),
+    params:
+        model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
+        corpus_spec=lambda wildcards: mc.corpus_spec(config, wildcards.corpus),
+        seed=lambda wildcards: mc.stats_settings(config, wildcards.model)["seed"],
+    threads: TORCH_THREADS
+    resources:
+        gpu=1,
+        mem_mb=mem_mb(32000),
+        runtime=24 * 60,
+    log:
+        "logs/compute_layer_stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}.log",
+    # No benchmark: Snakemake forbids it on cacheable rules (a cache hit could not fill it); the .json
+    # sidecar records the wall time instead.
+    cache: "omit-software"
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/compute_layer_stats.py"
