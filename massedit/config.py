@@ -169,10 +169,19 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
+# Quirk switches (reference method.md §7) that follow the preset unless a config sets them explicitly.
+PRESET_SWITCHES = {
+    "paper": {"prompt_build": "string"},
+    "clean": {"prompt_build": "ids"},
+}
+
+
 def resolve_hparams(config: dict, method: str, model: str) -> dict:
-    """The method's defaults, then the model's overrides (nested mappings merged key by key)."""
+    """The preset's quirk switches, then the method's defaults, then the model's overrides (nested mappings
+    merged key by key)."""
     block = config["methods"][method]
-    return canonical(_merge(block["defaults"], block["models"].get(model, {})))
+    merged = _merge(PRESET_SWITCHES[config.get("preset", "paper")], block["defaults"])
+    return canonical(_merge(merged, block["models"].get(model, {})))
 
 
 def mirror_dir(config: dict) -> str | None:

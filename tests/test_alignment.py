@@ -19,8 +19,12 @@ def test_residual_cosines_safe_at_zero():
     zero = torch.zeros(2, requires_grad=True)
     u0 = residual_cosines(zero, previous)
     assert torch.equal(u0, torch.zeros(2))
-    u0.sum().backward()
-    assert torch.isfinite(zero.grad).all()
+    # no direction at zero: no gradient (an eps-guarded cosine would push with size 1/eps)
+    assert not u0.requires_grad
+    # away from zero the gradient is the usual one, orthogonal to δ
+    d = torch.tensor([0.0, 3.0], requires_grad=True)
+    residual_cosines(d, torch.tensor([[1.0, 0.0]])).sum().backward()
+    assert torch.allclose(d.grad, torch.tensor([1 / 3, 0.0]))
 
 
 def test_kl_alignment_both_directions_by_hand():

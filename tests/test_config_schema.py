@@ -140,3 +140,14 @@ def test_model_stats_override_names_its_own_file(raw):
     raw["models"]["smollm2-135m"]["stats"] = {"maxlen": 200}
     wildcards = mc.stats_wildcards(mc.validate(raw), "smollm2-135m", "memit")
     assert (wildcards["maxlen"], wildcards["n_docs"]) == (200, 256)
+
+
+def test_preset_sets_quirk_switches_unless_given(raw):
+    paper = mc.validate(copy.deepcopy(raw))
+    assert mc.resolve_hparams(paper, "eamet", "smollm2-135m")["prompt_build"] == "string"
+    clean = copy.deepcopy(raw)
+    clean["preset"] = "clean"
+    assert mc.resolve_hparams(mc.validate(clean), "eamet", "smollm2-135m")["prompt_build"] == "ids"
+    explicit = copy.deepcopy(raw)
+    explicit["methods"]["memit"]["defaults"]["prompt_build"] = "ids"
+    assert mc.resolve_hparams(mc.validate(explicit), "memit", "smollm2-135m")["prompt_build"] == "ids"

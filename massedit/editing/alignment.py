@@ -11,10 +11,17 @@ EPS = 1e-8
 
 
 def residual_cosines(delta: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """u_j = cos(δ, r_j); safe when δ is zero (its normalised form is then zero)."""
-    d = torch.nn.functional.normalize(delta, dim=0)
+    """u_j = cos(δ, r_j).
+
+    At δ = 0 the cosine has no direction: the value is taken as 0 with no gradient. An eps-guarded
+    normalisation would instead give a gradient of size 1/eps there, whose first Adam step swamps the
+    second-moment estimate and stalls the optimisation of every zero-initialised δ (eq. 6's ‖h‖ ≥ 100 case).
+    """
     r = torch.nn.functional.normalize(previous, dim=1)
-    return r @ d
+    norm = delta.norm()
+    if norm == 0:
+        return torch.zeros(previous.shape[0], dtype=delta.dtype)
+    return r @ (delta / norm)
 
 
 def kl_alignment(s: torch.Tensor, u: torch.Tensor, tau: float, direction: str = "code") -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""Per-phase timings of the pipeline on one model: statistics, residual optimisation, solve, evaluation.
+
+Speed is measured here, never in tests. Each phase runs the library code the workflow runs, on a small
+sample, and reports its wall time and throughput.
+"""
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from massedit import io
+
+
+def _phase(rows: list[dict], name: str, seconds: float, amount: float, unit: str) -> None:
+    rows.append({"phase": name, "wall_s": round(seconds, 3), "throughput": round(amount, 4), "unit": unit})
+
+
+def run(model_dir: str, n_edits: int = 3, n_docs: int = 64, maxlen: int = 128, layers=(3, 4),
+        add_bos: bool = False, seed: int = 0, hparams: dict | None = None) -> list[dict]:
+    from massedit.architectures import arch_for
+    from massedit.corpora import load_documents
+    from massedit.datasets.quickstart import build_records
+    from massedit.editing.run import run_edit
+    from massedit.evaluation.counterfact import evaluate_records
+    from massedit.models import load_model
+    from massedit.stats import second_moments
+    from massedit.templates import eval_prefixes
+
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(model_dir)
+    _phase(rows, "load_model", time.perf_counter() - t0, 1, "models")
+    arch = arch_for(model)
+    layers = list(layers)
+
+    t0 = time.perf_counter()
+    docs, _ = load_documents({"kind": "model_sample", "doc_tokens": maxlen, "temperature": 1.0}, n_docs, seed,
+                             model=model, tokenizer=tokenizer, add_bos=add_bos)
+    t_gen = time.perf_counter() - t0
+    n_generated = len(docs) * maxlen
+    _phase(rows, "generation (corpus sample)", t_gen, n_generated / t_gen, "tokens/s")
+
+    sums, count, info = second_moments(model, tokenizer, arch, layers, docs, maxlen, add_bos, progress=False)
+    _phase(rows, "statistics", info["wall_s"], count / info["wall_s"], "tokens/s")
+    moments = {layer: sums[layer].double() / count for layer in layers}
+
+    records = build_records(seed)[:n_edits]
+    base = {"layers": layers, "v_lr": 0.5, "v_num_grad_steps": 25, "kl_factor": 0.0625, "early_stop": 0.01}
+    for method, extra in (("eamet", {"mom2_update_weight": 10, "clamp_ks_factor": 20.0, "cs_factor": 2,
+                                     "mse_factor": 8, "tau": 0.07, "top_m": 50}),
+                          ("memit", {"mom2_update_weight": 10, "clamp_norm_factor": 0.75, "v_weight_decay": 0.5})):
+        hp = {**base, **extra, **((hparams or {}).get(method, {}))}
+        snapshot = {l: model.get_submodule(arch.mlp_down.format(l)).weight.detach().clone() for l in layers}
+        result = run_edit(model, tokenizer, records, moments, method, hp, seed, add_bos, progress=False)
+        t = result.timings
+        _phase(rows, f"{method} residuals", t["residuals_s"], t["residuals_s"] / len(records), "s/edit")
+        _phase(rows, f"{method} keys (update)", t["keys_s"], t["keys_s"] / len(records), "s/edit")
+        _phase(rows, f"{method} solve", t["solve_s"], t["solve_s"] / len(layers), "s/layer")
+        with torch.no_grad():
+            for l, w in snapshot.items():
+                model.get_submodule(arch.mlp_down.format(l)).weight.copy_(w)
+
+    prefixes = eval_prefixes(model, tokenizer, 5, 10, seed, add_bos)
+    t0 = time.perf_counter()
+    _, summary = evaluate_records(model, tokenizer, records, prefixes, add_bos, fluency_max_new_tokens=0)
+    t_score = time.perf_counter() - t0
+    _phase(rows, "evaluation scoring", t_score, t_score / len(records), "s/record")
+    t0 = time.perf_counter()
+    _, summary = evaluate_records(model, tokenizer, records, prefixes, add_bos, fluency_max_new_tokens=64)
+    t_all = time.perf_counter() - t0
+    _phase(rows, "evaluation with fluency", t_all, t_all / len(records), "s/record")
+    machine = f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"
+    for row in rows:
+        row["machine"] = machine
+        row["n_edits"] = n_edits
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'phase':32s} {'wall s':>9s} {'throughput':>12s}  unit"]
+    for r in rows:
+        lines.append(f"{r['phase']:32s} {r['wall_s']:9.2f} {r['throughput']:12.3f}  {r['unit']}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    import pandas as pd
+
+    io.write_text(path, pd.DataFrame(rows).to_csv(index=False))

@@ -1,0 +1,29 @@
+"""Per-phase benchmark of the pipeline on one model; prints a table and writes results/benchmark/*.csv.
+
+    python scripts/benchmark.py --model-dir resources/models/smollm2-135m/hf
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from massedit import benchmark  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--model-dir", default="resources/models/smollm2-135m/hf")
+parser.add_argument("--n-edits", type=int, default=3)
+parser.add_argument("--n-docs", type=int, default=64)
+parser.add_argument("--layers", default="3,4")
+parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+parser.add_argument("--out", default="results/benchmark/phases.csv")
+args = parser.parse_args()
+if args.threads:
+    import torch
+
+    torch.set_num_threads(args.threads)
+rows = benchmark.run(args.model_dir, n_edits=args.n_edits, n_docs=args.n_docs,
+                     layers=[int(x) for x in args.layers.split(",")])
+print(benchmark.format_rows(rows))
+benchmark.write_csv(rows, args.out)
+print(f"\nwritten: {args.out}")
