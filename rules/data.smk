@@ -1,6 +1,11 @@
 # Datasets: the normalised records (model-independent), then the edit batches chosen for one model.
 
 
+# A download and a format conversion: cheap, and it needs the network, which compute nodes often lack.
+localrules:
+    prepare_dataset,
+
+
 rule prepare_dataset:
     output:
         records="resources/datasets/{dataset}/records.jsonl",
@@ -35,10 +40,14 @@ rule select_edits:
         dataset_spec=lambda wildcards: mc.dataset_spec(config, wildcards.dataset),
         seed=config["seed"],
     threads: TORCH_THREADS
+    # The known-fact filter scores the whole dataset with the model, so it asks for a GPU like evaluation.
     resources:
         gpu=1,
-        mem_mb=mem_mb(16000),
-        runtime=60,
+        gres=GPU_GRES,
+        slurm_partition=GPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+        mem_mb=model_mem_mb(4000, 1.5),
+        runtime=model_runtime(30, 5),
     log:
         "logs/select_edits/{model}/{dataset}/n{n}.log",
     benchmark:

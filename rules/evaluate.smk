@@ -11,10 +11,13 @@ rule generate_eval_prefixes:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         n_prefixes=config["evaluation"]["n_prefixes"],
     threads: TORCH_THREADS
+    # Ten short generations: the model's loading dominates, so no GPU is asked for.
     resources:
         gpu=1,
-        mem_mb=mem_mb(16000),
-        runtime=30,
+        slurm_partition=CPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+        mem_mb=model_mem_mb(4000, 1.5),
+        runtime=model_runtime(15, 2),
     log:
         "logs/generate_eval_prefixes/{model}/len{prefix_len}_seed{seed}.log",
     benchmark:
@@ -42,10 +45,14 @@ rule evaluate_model:
             config, wildcards.model, wildcards.dataset, wildcards.method, wildcards.n
         ),
     threads: TORCH_THREADS
+    group: "edit_and_evaluate"
     resources:
         gpu=1,
-        mem_mb=mem_mb(32000),
-        runtime=12 * 60,
+        gres=GPU_GRES,
+        slurm_partition=GPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+        mem_mb=model_mem_mb(8000, 1.5),
+        runtime=model_runtime(30, 0.005, edits),
     log:
         "logs/evaluate_model/{model}/{dataset}/{method}/n{n}.log",
     benchmark:

@@ -12,8 +12,10 @@ rule acquire_model:
         download_dir=mc.DOWNLOAD_DIR,
     threads: 1
     resources:
-        mem_mb=mem_mb(8000),
-        runtime=60,
+        mem_mb=model_mem_mb(4000, 2),
+        runtime=model_runtime(30, 10),
+        slurm_partition=CPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
     log:
         "logs/acquire_model/{model}.log",
     benchmark:

@@ -17,10 +17,15 @@ rule compute_layer_stats:
         corpus_spec=lambda wildcards: mc.corpus_spec(config, wildcards.corpus),
         seed=lambda wildcards: mc.stats_settings(config, wildcards.model)["seed"],
     threads: TORCH_THREADS
+    # Time grows with the tokens pushed through the model: about 1e-6 GPU minutes per token and billion
+    # parameters, doubled for slack.
     resources:
         gpu=1,
-        mem_mb=mem_mb(32000),
-        runtime=24 * 60,
+        gres=GPU_GRES,
+        slurm_partition=GPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+        mem_mb=model_mem_mb(8000, 1.5),
+        runtime=model_runtime(30, 2e-6, stats_tokens),
     log:
         "logs/compute_layer_stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}.log",
     # No benchmark: Snakemake forbids it on cacheable rules (a cache hit could not fill it); the .json

@@ -2,7 +2,7 @@
 # Starts a private single-node SLURM cluster on localhost: munged, slurmctld and slurmd, as root, with
 # no systemd and no accounting daemon. Configuration, key, sockets, spool, logs and pid files all live
 # in one state directory and nothing under /etc is written, so a machine's own munge or SLURM is left
-# alone; clients reach this cluster through SLURM_CONF=<state dir>/slurm.conf.
+# alone; clients reach this cluster through SLURM_CONF=<state dir>/slurm.conf or <state dir>/bin.
 #
 # Idempotent: daemons already running from this state directory are kept, missing ones are started.
 # tests/cluster/stop.sh stops exactly the daemons started here, by the pids in the state directory.
@@ -13,10 +13,11 @@
 #                             SLURM's own 6817 so an existing cluster on the machine is not disturbed
 #   MASSEDIT_SLURM_CPUS       CPUs the node declares; default: those of the machine, at least 4, so
 #                             a handful of one-thread jobs can run side by side
-#   MASSEDIT_SLURM_GPUS       count-only "gpu" GRES the node declares (no devices behind them), so jobs
+#   MASSEDIT_SLURM_GPUS       fake "gpu" GRES the node declares (no devices behind them), so jobs
 #                             asking for --gres=gpu:1 are scheduled as on a GPU cluster; default 4
-# Prints `export SLURM_CONF=...` on stdout when the cluster answers; exits non-zero with the reason
-# and the daemon logs' tails on stderr otherwise.
+# Prints `export SLURM_CONF=... PATH=<state dir>/bin:$PATH` on stdout when the cluster answers (the
+# bin directory holds client commands bound to this cluster); exits non-zero with the reason and the
+# daemon logs' tails on stderr otherwise.
 set -euo pipefail
 
 DIR="${1:-${MASSEDIT_SLURM_DIR:-/tmp/massedit-slurm}}"
@@ -129,8 +130,25 @@ JobCompType=jobcomp/none
 NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-# Count-only GRES: no device files, so nothing has to exist on the machine.
-printf 'NodeName=%s Name=gpu Count=%s\n' "$NODE" "$GPUS" > "$DIR/gres.conf.new"
+# slurmd drops GPUs without device files, so each fake GPU is a link to /dev/null (a character device;
+# links need no mknod privilege). no_gpu_env keeps CUDA_VISIBLE_DEVICES from pointing jobs at them.
+mkdir -p "$DIR/dev"
+for (( i = 0; i < GPUS; i++ )); do
+    ln -sfn /dev/null "$DIR/dev/gpu$i"
+done
+printf 'NodeName=%s Name=gpu File=%s/dev/gpu[0-%d] Flags=no_gpu_env\n' "$NODE" "$DIR" "$(( GPUS - 1 ))" \
+    > "$DIR/gres.conf.new"
+
+# Client commands that know this cluster without SLURM_CONF: the slurm-jobstep executor removes every
+# SLURM_* variable, SLURM_CONF included, before it runs `srun` inside a job, and srun then finds no
+# configuration. Jobs inherit PATH, so putting $DIR/bin first reaches this cluster at every level.
+mkdir -p "$DIR/bin"
+for cmd in srun sbatch squeue scontrol scancel sinfo sacct sacctmgr sshare; do
+    real="$(PATH="${PATH//"$DIR/bin:"/}" command -v "$cmd" || true)"
+    [ -n "$real" ] || continue
+    printf '#!/bin/sh\nSLURM_CONF='"'%s'"' exec '"'%s'"' "$@"\n' "$CONF" "$real" > "$DIR/bin/$cmd"
+    chmod 755 "$DIR/bin/$cmd"
+done
 
 changed=0
 for file in "$CONF" "$DIR/gres.conf"; do
@@ -162,6 +180,7 @@ while [ "$SECONDS" -lt "$deadline" ]; do
     # A trailing "*" (idle*) means the controller cannot reach slurmd yet.
     case "$state" in
         idle | mixed | allocated | completing) break ;;
+        inval* | drain* | down | fail*) fail "node $NODE is $state: $(scontrol show node "$NODE" | grep -o 'Reason=.*')" ;;
     esac
     sleep 0.5
 done
@@ -170,4 +189,4 @@ case "$state" in
     *) fail "node $NODE did not become ready within ${READY_TIMEOUT}s (state: ${state:-no answer})" ;;
 esac
 
-echo "export SLURM_CONF=$CONF"
+echo "export SLURM_CONF=$CONF PATH=$DIR/bin:\$PATH"
