@@ -1,6 +1,7 @@
 """Per-phase benchmark of the pipeline on one model; prints a table and writes results/benchmark/*.csv.
 
     python scripts/benchmark.py --model-dir resources/models/smollm2-135m/hf
+    python scripts/benchmark.py --residuals-only --n-edits 2 --out results/benchmark/residuals.csv
 """
 import argparse
 import sys
@@ -16,6 +17,8 @@ parser.add_argument("--n-edits", type=int, default=3)
 parser.add_argument("--n-docs", type=int, default=64)
 parser.add_argument("--layers", default="3,4")
 parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+parser.add_argument("--residuals-only", action="store_true",
+                    help="only residual optimisation, forward: full against forward: fast")
 parser.add_argument("--out", default="results/benchmark/phases.csv")
 args = parser.parse_args()
 if args.threads:
@@ -23,7 +26,7 @@ if args.threads:
 
     torch.set_num_threads(args.threads)
 rows = benchmark.run(args.model_dir, n_edits=args.n_edits, n_docs=args.n_docs,
-                     layers=[int(x) for x in args.layers.split(",")])
+                     layers=[int(x) for x in args.layers.split(",")], residuals_only=args.residuals_only)
 print(benchmark.format_rows(rows))
 benchmark.write_csv(rows, args.out)
 print(f"\nwritten: {args.out}")

@@ -13,7 +13,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
 # Needed to drive and test the workflow, not inside any step's environment.
-HOST_ONLY = {"snakemake", "pytest"}
+HOST_ONLY = {"snakemake", "pytest",
+             "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"}
 
 
 def normalise(name: str) -> str:

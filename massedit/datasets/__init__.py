@@ -7,7 +7,9 @@ Common spec keys:
 ``kind``        ``quickstart`` (massedit.datasets.quickstart) or ``counterfact``
                 (massedit.datasets.counterfact); see those modules for their own keys
 ``keep_known``  bool, accepted for every kind and recorded in the manifest; the filter itself needs the
-                model and runs in a later stage
+                model and runs in a later stage (select_edits)
+``select``      ``first`` (default: the first n records in file order) or ``sample`` (a seeded sample,
+                kept in file order), applied by select_edits with the config's seed
 
 A new dataset is one module with ``SPEC_KEYS`` and ``prepare(spec, mirror_dir, download_dir) ->
 (records, provenance list)``, plus one entry in ``REGISTRY``.
@@ -27,7 +29,7 @@ REGISTRY: dict[str, ModuleType] = {
     "quickstart": quickstart,
     "counterfact": counterfact,
 }
-COMMON_KEYS = frozenset({"kind", "keep_known"})
+COMMON_KEYS = frozenset({"kind", "keep_known", "select"})
 
 __all__ = [
     "REGISTRY", "prepare_dataset", "validate_record", "validate_records", "select_records",

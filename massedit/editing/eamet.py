@@ -9,7 +9,7 @@ from massedit.editing.residual import (
     ResidualResult,
     clamp_norm_,
     essence_kl,
-    forward_with_delta,
+    make_forward,
     nll_loss,
 )
 
@@ -51,17 +51,18 @@ def optimise_residual(
     optimiser = torch.optim.Adam([delta], lr=float(hp["v_lr"]))
     i = previous.shape[0]
     steps = int(hp["v_num_grad_steps"])
+    forward = make_forward(model, arch, prompts, z_layer, hp.get("forward", "fast"))
     reference = None
     losses: dict = {}
     iterations = 0
     for it in range(steps):
         optimiser.zero_grad()
-        target_logp, essence_logp = forward_with_delta(model, arch, prompts, z_layer, add_delta)
+        target_logp, essence_logp = forward(add_delta)
         iterations += 1
         if it == 0:
             if hp.get("ess_reference", "init") == "clean" and delta.detach().norm() > 0:
                 with torch.no_grad():
-                    _, clean = forward_with_delta(model, arch, prompts, z_layer, lambda c: torch.zeros_like(c[0]))
+                    _, clean = forward(lambda c: torch.zeros_like(c[0]))
                 reference = clean.detach()
             else:
                 reference = essence_logp.detach()

@@ -8,7 +8,7 @@ from massedit.editing.residual import (
     ResidualResult,
     clamp_norm_,
     essence_kl,
-    forward_with_delta,
+    make_forward,
     nll_loss,
 )
 
@@ -25,12 +25,13 @@ def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict)
 
     optimiser = torch.optim.Adam([delta], lr=float(hp["v_lr"]))
     steps = int(hp["v_num_grad_steps"])
+    forward = make_forward(model, arch, prompts, z_layer, hp.get("forward", "fast"))
     reference = None
     losses: dict = {}
     iterations = 0
     for it in range(steps):
         optimiser.zero_grad()
-        target_logp, essence_logp = forward_with_delta(model, arch, prompts, z_layer, add_delta)
+        target_logp, essence_logp = forward(add_delta)
         iterations += 1
         if it == 0:
             reference = essence_logp.detach()  # δ⁰ = 0: the clean model's distribution

@@ -2,6 +2,8 @@
 at the subject's last token of the z-layer block output, and the NLL and essence-KL terms."""
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -11,6 +13,8 @@ from massedit.architectures import get_module
 from massedit.editing import hooks
 from massedit.editing.keys import compose, flat_templates
 from massedit.tokens import bos_prefix, encode_prompt, encode_text, fill, pad_right, target_ids
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,12 +77,23 @@ def output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def score(model, prompts: EditPrompts, target_hidden: torch.Tensor, essence_hidden: torch.Tensor):
+    """Target-token log-probs (P, T) and the essence log-distribution (V,) from the final-norm hidden
+    states at the scored positions: (P, T, d) and (d,)."""
+    n_rw = prompts.n_rewrite
+    target_logp = torch.log_softmax(output_logits(model, target_hidden).float(), dim=-1)
+    index = prompts.target_ids.to(target_logp.device).view(1, -1, 1).expand(n_rw, -1, 1)
+    target_logp = target_logp.gather(2, index).squeeze(2)
+    essence_logp = torch.log_softmax(output_logits(model, essence_hidden).float(), dim=-1)
+    return target_logp, essence_logp
+
+
 def forward_with_delta(
     model, arch, prompts: EditPrompts, z_layer: int, delta: Callable[[torch.Tensor], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the target tokens (P, T) and the essence prompt's next-token log-distribution at the
     subject's last token (V,), with ``delta`` added to block ``z_layer``'s output at the subject's last
-    token of every row. The LM head runs only at the positions that are scored."""
+    token of every row. The whole model runs on every position; the LM head only where scored."""
     rows = torch.arange(prompts.input_ids.shape[0])
     block = get_module(model, arch.block.format(z_layer))
     with hooks.hooks(hooks.add_at_positions(block, rows, prompts.subject_cols, delta)):
@@ -86,10 +101,33 @@ def forward_with_delta(
     n_rw = prompts.n_rewrite
     target_hidden = hidden[torch.arange(n_rw).unsqueeze(1), prompts.target_cols]  # (P, T, d)
     essence_hidden = hidden[n_rw, prompts.subject_cols[n_rw]]
-    target_logp = torch.log_softmax(output_logits(model, target_hidden).float(), dim=-1)
-    target_logp = target_logp.gather(2, prompts.target_ids.view(1, -1, 1).expand(n_rw, -1, 1)).squeeze(2)
-    essence_logp = torch.log_softmax(output_logits(model, essence_hidden).float(), dim=-1)
-    return target_logp, essence_logp
+    return score(model, prompts, target_hidden, essence_hidden)
+
+
+ForwardFn = Callable[[Callable[[torch.Tensor], torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+_fallbacks_logged: set[str] = set()
+
+
+def make_forward(model, arch, prompts: EditPrompts, z_layer: int, mode: str = "fast") -> ForwardFn:
+    """The residual step's forward for one edit: ``forward(delta) -> (target_logp, essence_logp)``.
+
+    ``mode`` is the hyperparameter ``forward``: "full" runs the whole model at every iteration
+    (``forward_with_delta``); "fast" (the default) computes what δ cannot change once
+    (``massedit.editing.prefix_cache``) and falls back to "full" where that path is not supported.
+    """
+    if mode == "full":
+        return functools.partial(forward_with_delta, model, arch, prompts, z_layer)
+    if mode != "fast":
+        raise ValueError(f"forward must be 'fast' or 'full', not {mode!r}")
+    from massedit.editing import prefix_cache
+
+    reason = prefix_cache.unsupported_reason(model, arch, prompts.input_ids.shape[1])
+    if reason is None:
+        return prefix_cache.PrefixCachedForward(model, arch, prompts, z_layer)
+    if reason not in _fallbacks_logged:  # once per reason, not once per edit
+        _fallbacks_logged.add(reason)
+        log.info("residual forward: full path instead of the fast one: %s", reason)
+    return functools.partial(forward_with_delta, model, arch, prompts, z_layer)
 
 
 def nll_loss(target_logp: torch.Tensor) -> torch.Tensor:

@@ -72,27 +72,35 @@ def layer_lambdas(hp: dict) -> list[float]:
     return [float(x) for x in lam]
 
 
-def run_edit(
+@dataclass
+class Residuals:
+    """The residual phase of an edit (templates, z-layer keys, one residual per record), before any update."""
+
+    templates: list[list[str]]
+    z_keys: torch.Tensor  # (n, d_ff)
+    residuals: torch.Tensor  # (n, d)
+    h: torch.Tensor  # (n, d)
+    iterations: list[int]
+    losses: list[dict]
+    timings: dict
+
+
+def compute_residuals(
     model,
     tokenizer,
     records: list[dict],
-    moments: dict[int, torch.Tensor],
     method: str,
     hp: dict,
     seed: int,
     add_bos: bool,
     progress: bool = True,
-) -> EditResult:
-    """Edit ``records`` into ``model`` in one batch (method.md §2.8, §3.5). The model is changed in place."""
+) -> Residuals:
+    """Templates, z-layer keys and the residual r_i of every record, in record order, on the unchanged model."""
     if method not in RESIDUAL_STEPS:
         raise ValueError(f"unknown method {method!r}; available: {sorted(RESIDUAL_STEPS)}")
-    step, spreading = RESIDUAL_STEPS[method]
+    step, _ = RESIDUAL_STEPS[method]
     arch = arch_for(model)
-    layers = sorted(int(x) for x in hp["layers"])
-    z_layer = layers[-1]
-    missing = [layer for layer in layers if layer not in moments]
-    if missing:
-        raise ValueError(f"statistics lack layers {missing}")
+    z_layer = max(int(x) for x in hp["layers"])
     timings: dict = {}
 
     t0 = time.perf_counter()
@@ -116,12 +124,35 @@ def run_edit(
         iterations.append(result.iterations)
         losses.append(result.losses)
     timings["residuals_s"] = time.perf_counter() - t0
-    residuals = torch.stack(ctx.residuals)
-    h = torch.stack(hs)
+    return Residuals(groups, z_keys, torch.stack(ctx.residuals), torch.stack(hs), iterations, losses, timings)
 
+
+def run_edit(
+    model,
+    tokenizer,
+    records: list[dict],
+    moments: dict[int, torch.Tensor],
+    method: str,
+    hp: dict,
+    seed: int,
+    add_bos: bool,
+    progress: bool = True,
+) -> EditResult:
+    """Edit ``records`` into ``model`` in one batch (method.md §2.8, §3.5). The model is changed in place."""
+    if method not in RESIDUAL_STEPS:
+        raise ValueError(f"unknown method {method!r}; available: {sorted(RESIDUAL_STEPS)}")
+    _, spreading = RESIDUAL_STEPS[method]
+    arch = arch_for(model)
+    layers = sorted(int(x) for x in hp["layers"])
+    z_layer = layers[-1]
+    missing = [layer for layer in layers if layer not in moments]
+    if missing:
+        raise ValueError(f"statistics lack layers {missing}")
+    res = compute_residuals(model, tokenizer, records, method, hp, seed, add_bos, progress)
+    timings = dict(res.timings)
     deltas, update_timings = apply_multilayer_update(
-        model, tokenizer, arch, records, groups, layers, z_layer, h + residuals, moments,
+        model, tokenizer, arch, records, res.templates, layers, z_layer, res.h + res.residuals, moments,
         layer_lambdas(hp), add_bos, spreading,
     )
     timings.update(update_timings)
-    return EditResult(deltas, groups, z_keys, residuals, h, iterations, losses, timings)
+    return EditResult(deltas, res.templates, res.z_keys, res.residuals, res.h, res.iterations, res.losses, timings)

@@ -2,10 +2,10 @@
 # Stops the daemons tests/cluster/start.sh started from a state directory, by the pids recorded there:
 # slurmd, then slurmctld, then munged. A pid is only signalled when its command line names the state
 # directory, so a recycled pid or a machine's own daemons are never touched. Idempotent.
-# Usage: tests/cluster/stop.sh [STATE_DIR]   (default $MASSEDIT_SLURM_DIR, else /tmp/massedit-slurm)
+# Usage: tests/cluster/stop.sh [STATE_DIR]   (default $MASSEDIT_TEST_SLURM_DIR, else /tmp/massedit-slurm)
 set -uo pipefail
 
-DIR="${1:-${MASSEDIT_SLURM_DIR:-/tmp/massedit-slurm}}"
+DIR="${1:-${MASSEDIT_TEST_SLURM_DIR:-/tmp/massedit-slurm}}"
 [ -d "$DIR" ] || { echo "stop.sh: no state directory $DIR; nothing to stop"; exit 0; }
 DIR="$(cd "$DIR" && pwd)"
 
@@ -13,7 +13,7 @@ DIR="$(cd "$DIR" && pwd)"
 ours() {
     local pidfile="$1" pid state
     [ -s "$pidfile" ] || return 1
-    pid="$(cat "$pidfile")"
+    pid="$(cat "$pidfile" 2>/dev/null)"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     [ -r "/proc/$pid/cmdline" ] || return 1
     state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo Z)"
