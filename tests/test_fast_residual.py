@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from massedit.architectures import arch_for
-from massedit.editing import eamet, memit
+from massedit.editing import eamet, memit, residual
 from massedit.editing.prefix_cache import PrefixCachedForward
 from massedit.editing.residual import build_edit_prompts, make_forward
 from massedit.testing import tiny_model, tiny_tokenizer
@@ -136,7 +136,8 @@ def test_memit_residuals_agree():
     assert stopped["full"].iterations == stopped["fast"].iterations == 1
 
 
-def test_unsupported_architecture_falls_back(caplog):
+def test_unsupported_architecture_falls_back(caplog, monkeypatch):
+    monkeypatch.setattr(residual, "_fallbacks_logged", set())  # logged once per process: reset for this test
     tok = tiny_tokenizer("gpt2")
     model = _model("gpt2", tok)
     prompts = build_edit_prompts(tok, GROUPS, RECORD, False)

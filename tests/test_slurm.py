@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -219,10 +220,13 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
 
     local_dir, cluster_dir = base / "local", base / "cluster"
+    started = time.monotonic()
     snakemake(local_dir, configfile, "--cores", "2", "--max-threads", "1", "--resources", "gpu=2")
+    local_s = time.monotonic() - started
 
     cmd = [sys.executable, "-m", "snakemake", "-d", str(cluster_dir), "-s", str(SNAKEFILE),
            "--configfile", str(configfile), "--profile", str(PROFILE), "--profile", str(TEST_PROFILE)]
+    started = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLUSTER_RUN_TIMEOUT, env=env)
     except subprocess.TimeoutExpired as err:
@@ -231,6 +235,7 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
                       for part in (err.stdout or "", err.stderr or ""))
         pytest.fail(f"the SLURM run did not finish within {CLUSTER_RUN_TIMEOUT} s:\n{out[-4000:]}\n"
                     f"--- slurmctld.log\n{tail(state / 'log' / 'slurmctld.log')}")
+    cluster_s = time.monotonic() - started
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, \
         f"{output[-6000:]}\n--- slurmctld.log\n{tail(state / 'log' / 'slurmctld.log')}"
@@ -265,17 +270,16 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
         assert record and "JobState=COMPLETED" in record.group(0) and "ExitCode=0:0" in record.group(0), \
             (slurm_id, record and record.group(0))
         rules = sorted({rule for rule, _ in inside})
+        job_state, gres, comment = squeue.get(slurm_id, ("(gone)", "", ""))
         if slurm_id in squeue:
-            state_, gres, comment = squeue[slurm_id]
-            assert state_ == "COMPLETED", (slurm_id, squeue[slurm_id])
-            wants_gpu = bool(GPU_RULES & set(rules))
-            assert ("gpu" in gres) == wants_gpu, (slurm_id, rules, gres)
-        evidence.append(f"{slurm_id:>4}  {squeue.get(slurm_id, ('(gone)', '', ''))[0]:<10} "
-                        f"{squeue.get(slurm_id, ('', '', ''))[1]:<11} {'+'.join(rules)}")
+            assert job_state == "COMPLETED" and comment.startswith("rule_"), (slurm_id, squeue[slurm_id])
+            assert ("gpu" in gres) == bool(GPU_RULES & set(rules)), (slurm_id, rules, gres)
+        evidence.append(f"{slurm_id:>4}  {job_state:<10} {gres:<11} {'+'.join(rules)}")
     assert ran_in_slurm == remote, remote ^ ran_in_slurm
     # squeue still knows the latest jobs (the record above covers the rest).
     assert submitted[-1] in squeue, queue
-    print("SLURM jobs of the tiny workflow (id, state, gres, rules):\n" + "\n".join(evidence))
+    print(f"tiny workflow: local run {local_s:.0f} s, SLURM run {cluster_s:.0f} s; SLURM jobs "
+          "(id, state, gres, rules):\n" + "\n".join(evidence))
 
     # Same results as the local run.
     for n in N_EDITS:

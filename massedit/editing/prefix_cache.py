@@ -115,17 +115,16 @@ class PrefixCachedForward:
         # Scored positions per row: the targets of rewriting rows, the subject token of the essence row.
         tcols = prompts.target_cols.to(device)
         last = torch.cat([tcols.max(dim=1).values, s[n_rw:]])
-        self.suffix_len = (last - s + 1).clamp(min=0)  # positions s_r … last_r
-        m = max(int(self.suffix_len.max()), 1)
+        m = max(int((last - s + 1).max()), 1)  # suffix width: row r needs positions s_r … last_r
         p = int(s.max())  # prefix width: row r uses columns 0 … s_r − 1 of it
-        self.rows, self.s, self.n_rw, self.m, self.p = torch.arange(rows_n, device=device), s, n_rw, m, p
+        self.rows, self.n_rw, self.m, self.p = torch.arange(rows_n, device=device), n_rw, m, p
 
         with torch.no_grad():
             hidden = embed(ids)
             positions = torch.arange(width, device=device).unsqueeze(0)
             causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=device)).unsqueeze(0)
             # Right padding never reaches a real token under a causal mask, so the padding mask is not needed.
-            hidden = self._run(list(layers)[: z_layer + 1], hidden, causal, positions, None)
+            hidden = self._run(list(layers)[: z_layer + 1], hidden, _additive(causal, hidden.dtype), positions)
             self.current = hidden[self.rows, s]  # clean block-L output at the subject positions
             j = torch.arange(m, device=device)
             self.suffix_pos = s.unsqueeze(1) + j  # absolute positions of the suffix batch
@@ -133,7 +132,8 @@ class PrefixCachedForward:
             recorder = _Record()
             prefix = hidden[:, :p]
             if p > 0:
-                prefix = self._run(self.late, prefix, causal[:, :p, :p], positions[:, :p], recorder)
+                prefix = self._run(self.late, prefix, _additive(causal[:, :p, :p], prefix.dtype), positions[:, :p],
+                                   recorder)
             self.kv = recorder.kv
             # Visibility of the suffix batch: prefix columns before s_r, then causal within the suffix.
             see_prefix = (torch.arange(p, device=device) < s.unsqueeze(1)).unsqueeze(1).expand(rows_n, m, p)
@@ -147,15 +147,16 @@ class PrefixCachedForward:
             if not bool(self.in_suffix.all()):
                 self.fixed = self.norm(prefix[rw, tcols.clamp(max=p - 1)])
 
-    def _run(self, layers, hidden, allowed, positions, cache):
+    def _run(self, layers, hidden, mask, positions, cache=None):
+        """``layers`` in order on ``hidden`` (B, Q, d) at absolute ``positions`` (B or 1, Q)."""
         if not layers:
             return hidden
-        mask = _additive(allowed, hidden.dtype)
         position_embeddings = self.rotary(hidden, positions)
         for layer in layers:
             hidden = layer(hidden, attention_mask=mask, position_ids=positions,
                            position_embeddings=position_embeddings, cache=cache)
-        return hidden[0] if isinstance(hidden, tuple) else hidden
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
 
     def __call__(self, delta: Callable[[torch.Tensor], torch.Tensor]):
         from massedit.editing.residual import score
@@ -163,16 +164,10 @@ class PrefixCachedForward:
         add = delta(self.current)
         first = self.suffix_in[:, 0] + add.to(device=self.device, dtype=self.suffix_in.dtype)
         hidden = torch.cat([first.unsqueeze(1), self.suffix_in[:, 1:]], dim=1)
-        if self.late:
-            position_embeddings = self.rotary(hidden, self.suffix_pos)
-            cache = _Prepend(self.kv)
-            for layer in self.late:
-                hidden = layer(hidden, attention_mask=self.mask, position_ids=self.suffix_pos,
-                               position_embeddings=position_embeddings, cache=cache)
-                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        hidden = self._run(self.late, hidden, self.mask, self.suffix_pos, _Prepend(self.kv))
         n_rw = self.n_rw
         target_hidden = self.norm(hidden[self.rows[:n_rw].unsqueeze(1), self.suffix_idx])
         if self.fixed is not None:
             target_hidden = torch.where(self.in_suffix.unsqueeze(2), target_hidden, self.fixed)
-        essence_hidden = self.norm(hidden[n_rw, 0])
+        essence_hidden = self.norm(hidden[n_rw, 0])  # the essence row is scored at s_r itself
         return score(self.model, self.prompts, target_hidden, essence_hidden)
