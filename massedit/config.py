@@ -184,6 +184,11 @@ def resolve_hparams(config: dict, method: str, model: str) -> dict:
     return canonical(_merge(merged, block["models"].get(model, {})))
 
 
+def model_dir_of(fingerprint: str) -> str:
+    """The model directory that acquire_model writes next to the model's fingerprint file."""
+    return str(Path(fingerprint).parent / "hf")
+
+
 def mirror_dir(config: dict) -> str | None:
     """The offline data mirror: $MASSEDIT_MIRROR if set, else the config's ``mirror_dir``."""
     return os.environ.get(MIRROR_ENV) or config.get("mirror_dir")

@@ -58,10 +58,15 @@ def load_moments(stats_npz: str, layers: list[int], model_dir: str | None = None
 # ------------------------------------------------------------------------------------------------- rules
 
 
-def acquire_model(name: str, spec: dict, out_dir: str, manifest: str, download_dir: str) -> None:
+def acquire_model(name: str, spec: dict, out_dir: str, manifest: str, fingerprint: str, download_dir: str) -> None:
+    """The model directory, its manifest, and a fingerprint holding only the checksums of its files: a
+    stable, content-only identity that the statistics depend on (so their between-workflow cache key
+    does not change with the acquisition's wall time or the directory's location)."""
     from massedit.models import acquire_model as acquire
 
-    acquire(name, spec, out_dir, manifest, download_dir)
+    described = acquire(name, spec, out_dir, manifest, download_dir)
+    io.write_json(fingerprint, {"weights": described["weights"], "files": described["files"]})
+
 
 
 def prepare_dataset(name: str, spec: dict, mirror_dir: str | None, download_dir: str, out_records: str,

@@ -96,9 +96,17 @@ def fill(pattern, wildcards, **extra):
 
 
 def local_model_source(wildcards):
-    """A local model directory is an input, so replacing it reruns what depends on it."""
+    """The files of a local model directory are inputs, so replacing them reruns what depends on them.
+
+    Files rather than the directory: the between-workflow cache of the statistics hashes every upstream
+    input, and a directory cannot be hashed."""
     source = config["models"][wildcards.model]["source"]
-    return source["path"] if source["kind"] == "local" else []
+    if source["kind"] != "local":
+        return []
+    directory = Path(source["path"])
+    if not directory.is_dir():
+        raise ValueError(f"models.{wildcards.model}.source.path: {directory} is not a directory")
+    return sorted(str(p) for p in directory.iterdir() if p.is_file())
 
 
 def stats_for_method(wildcards):

@@ -7,6 +7,7 @@ rule acquire_model:
     output:
         hf=directory("resources/models/{model}/hf"),
         manifest="resources/models/{model}/manifest.json",
+        fingerprint="resources/models/{model}/fingerprint.json",
     params:
         spec=lambda wildcards: mc.model_spec(config, wildcards.model),
         download_dir=mc.DOWNLOAD_DIR,

@@ -4,8 +4,10 @@
 
 
 rule compute_layer_stats:
+    # The fingerprint, not the directory, is the input: the between-workflow cache hashes input files
+    # and cannot hash a directory. The job reads the directory next to it (config.model_dir_of).
     input:
-        model=rules.acquire_model.output.hf,
+        fingerprint=rules.acquire_model.output.fingerprint,
     output:
         multiext(
             "resources/stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}",

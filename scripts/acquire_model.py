@@ -4,11 +4,12 @@ import argparse
 from _wiring import console_logging, limit_threads, redirect_logs
 
 
-def main(name: str, spec: dict, out_dir: str, manifest: str, download_dir: str, threads: int = 1) -> None:
+def main(name: str, spec: dict, out_dir: str, manifest: str, fingerprint: str, download_dir: str,
+         threads: int = 1) -> None:
     limit_threads(threads)
     from massedit import steps
 
-    steps.acquire_model(name, spec, out_dir, manifest, download_dir)
+    steps.acquire_model(name, spec, out_dir, manifest, fingerprint, download_dir)
 
 
 if "snakemake" in globals():
@@ -18,6 +19,7 @@ if "snakemake" in globals():
         snakemake.params.spec,
         snakemake.output.hf,
         snakemake.output.manifest,
+        snakemake.output.fingerprint,
         snakemake.params.download_dir,
         snakemake.threads,
     )
@@ -29,9 +31,11 @@ elif __name__ == "__main__":
     parser.add_argument("--model", required=True, help="key of `models` in the config")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--manifest", required=True)
+    parser.add_argument("--fingerprint", required=True)
     parser.add_argument("--download-dir", default=mc.DOWNLOAD_DIR)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     console_logging()
     cfg = mc.load_config(args.configfile)
-    main(args.model, mc.model_spec(cfg, args.model), args.out_dir, args.manifest, args.download_dir, args.threads)
+    main(args.model, mc.model_spec(cfg, args.model), args.out_dir, args.manifest, args.fingerprint,
+         args.download_dir, args.threads)

@@ -23,7 +23,7 @@ if "snakemake" in globals():
     stats_cfg = {"n_docs": int(w.n_docs), "maxlen": int(w.maxlen), "dtype": w.dtype,
                  **mc.stats_runtime(snakemake.config)}
     main(
-        snakemake.input.model,
+        mc.model_dir_of(snakemake.input.fingerprint),
         snakemake.params.model_cfg,
         mc.parse_layers_key(w.layers),
         w.corpus,

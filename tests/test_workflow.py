@@ -146,4 +146,30 @@ def test_quickstart_config_dry_run(tmp_path):
         "generate_eval_prefixes": 1, "edit_model": 4, "evaluate_model": 6, "make_tables": 1,
         "plot_scaling": 1, "all": 1,
     }
-    assert "resources/stats/smollm2-135m/model-sample/L3-4_d256_t128_float32.npz" in output
+    stats = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["stats"]
+    expected = f"resources/stats/smollm2-135m/model-sample/L3-4_d{stats['n_docs']}_t{stats['maxlen']}_float32.npz"
+    assert expected in output
+
+
+def test_statistics_are_shared_through_the_between_workflow_cache(finished_run, tmp_path):
+    """A second checkout with the same settings restores the statistics from the cache instead of
+    recomputing them (README: sharing the statistics between runs and users)."""
+    import os
+
+    workdir, _ = finished_run
+    env = {**os.environ, "SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    outputs = []
+    for name in ("first", "second"):
+        target = tmp_path / name
+        target.mkdir()
+        cmd = [sys.executable, "-m", "snakemake", "-d", str(target), "-s", str(SNAKEFILE),
+               "--configfile", str(workdir / "config.yaml"), "--cores", "1",
+               "--until", "compute_layer_stats", "--cache", "compute_layer_stats"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        outputs.append(proc.stdout + proc.stderr)
+    stats = sorted((tmp_path / "second" / "resources" / "stats").rglob("*.npz"))
+    # restored from the cache as links into it, not recomputed
+    assert stats and all(path.is_symlink() and str(path.resolve()).startswith(str(tmp_path / "cache"))
+                         for path in stats), stats
