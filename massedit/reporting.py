@@ -77,14 +77,21 @@ def plot_scaling(summaries: list[dict], out_png: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     groups = table.groupby(["Model", "Dataset", "Method"], sort=False)
     many = table[["Model", "Dataset"]].drop_duplicates().shape[0] > 1
+    markers = "osD^vP*X"
     for ax, column in zip(axes, ("Eff.", "Gen.")):
-        for (model, dataset, method), rows in groups:
+        for k, ((model, dataset, method), rows) in enumerate(groups):
             if column not in rows:
                 continue
             rows = rows.sort_values("N")
             label = f"{method} ({model}, {dataset})" if many else method
             style = "--" if method == "Pre-edit" else "-"
-            ax.plot(rows["N"], rows[column], style, marker="o", label=label)
+            # distinct markers and sizes keep coinciding curves visible
+            ax.plot(rows["N"], rows[column], style, marker=markers[k % len(markers)], markersize=9 - k % 4,
+                    alpha=0.85, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table["N"].unique()))
+        ax.set_xticklabels([str(n) for n in sorted(table["N"].unique())])
+        ax.minorticks_off()
         ax.set_xlabel("number of edits (one batch)")
         ax.set_title(f"{column} (practical accuracy, %)")
         ax.set_ylim(-2, 102)
