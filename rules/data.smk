@@ -53,6 +53,6 @@ rule select_edits:
     benchmark:
         "benchmarks/select_edits/{model}/{dataset}/n{n}.tsv"
     conda:
-        "../envs/torch.yaml"
+        "../envs/editing.yaml"
     script:
         "../scripts/select_edits.py"

@@ -33,6 +33,6 @@ rule edit_model:
     benchmark:
         "benchmarks/edit_model/{model}/{dataset}/{method}/n{n}.tsv"
     conda:
-        "../envs/torch.yaml"
+        "../envs/editing.yaml"
     script:
         "../scripts/edit_model.py"

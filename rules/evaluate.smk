@@ -23,7 +23,7 @@ rule generate_eval_prefixes:
     benchmark:
         "benchmarks/generate_eval_prefixes/{model}/len{prefix_len}_seed{seed}.tsv"
     conda:
-        "../envs/torch.yaml"
+        "../envs/editing.yaml"
     script:
         "../scripts/generate_eval_prefixes.py"
 
@@ -58,6 +58,6 @@ rule evaluate_model:
     benchmark:
         "benchmarks/evaluate_model/{model}/{dataset}/{method}/n{n}.tsv"
     conda:
-        "../envs/torch.yaml"
+        "../envs/editing.yaml"
     script:
         "../scripts/evaluate_model.py"

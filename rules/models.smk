@@ -22,6 +22,6 @@ rule acquire_model:
     benchmark:
         "benchmarks/acquire_model/{model}.tsv"
     conda:
-        "../envs/torch.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/acquire_model.py"

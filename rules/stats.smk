@@ -34,6 +34,6 @@ rule compute_layer_stats:
     # sidecar records the wall time instead.
     cache: "omit-software"
     conda:
-        "../envs/torch.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/compute_layer_stats.py"

@@ -46,7 +46,7 @@ def env_pip_pins(path: Path) -> dict[str, str]:
 
 
 def test_env_files_exist():
-    assert {p.name for p in ENV_FILES} >= {"data.yaml", "torch.yaml", "report.yaml"}
+    assert {p.name for p in ENV_FILES} >= {"data.yaml", "model.yaml", "editing.yaml", "report.yaml"}
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
