@@ -85,6 +85,13 @@ class Residuals:
     timings: dict
 
 
+def method_entry(method: str):
+    """The method's residual step and spreading rule; an unknown name lists the available ones."""
+    if method not in RESIDUAL_STEPS:
+        raise ValueError(f"unknown method {method!r}; available: {sorted(RESIDUAL_STEPS)}")
+    return RESIDUAL_STEPS[method]
+
+
 def compute_residuals(
     model,
     tokenizer,
@@ -96,9 +103,7 @@ def compute_residuals(
     progress: bool = True,
 ) -> Residuals:
     """Templates, z-layer keys and the residual r_i of every record, in record order, on the unchanged model."""
-    if method not in RESIDUAL_STEPS:
-        raise ValueError(f"unknown method {method!r}; available: {sorted(RESIDUAL_STEPS)}")
-    step, _ = RESIDUAL_STEPS[method]
+    step, _ = method_entry(method)
     arch = arch_for(model)
     z_layer = max(int(x) for x in hp["layers"])
     timings: dict = {}
@@ -141,9 +146,7 @@ def run_edit(
     progress: bool = True,
 ) -> EditResult:
     """Edit ``records`` into ``model`` in one batch (method.md §2.8, §3.5). The model is changed in place."""
-    if method not in RESIDUAL_STEPS:
-        raise ValueError(f"unknown method {method!r}; available: {sorted(RESIDUAL_STEPS)}")
-    _, spreading = RESIDUAL_STEPS[method]
+    _, spreading = method_entry(method)
     arch = arch_for(model)
     layers = sorted(int(x) for x in hp["layers"])
     z_layer = layers[-1]
