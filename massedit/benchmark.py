@@ -42,11 +42,11 @@ def compare_residual_forwards(model, tokenizer, records: list[dict], method: str
     return rows
 
 
-def run(model_dir: str, n_edits: int = 3, n_docs: int = 64, maxlen: int = 128, layers=(3, 4),
-        add_bos: bool = False, seed: int = 0, hparams: dict | None = None,
-        residuals_only: bool = False) -> list[dict]:
+def run(model_dir: str, hparams: dict[str, dict], n_edits: int = 3, n_docs: int = 64, maxlen: int = 128,
+        add_bos: bool = False, seed: int = 0, residuals_only: bool = False) -> list[dict]:
     """Every phase, or with ``residuals_only`` just the residual comparison (no sampling, statistics,
-    solve or evaluation)."""
+    solve or evaluation). ``hparams`` maps each method to its resolved hyperparameters, as the workflow
+    passes them (``massedit.config.resolve_hparams``), so the benchmark times what a run executes."""
     from massedit.architectures import arch_for
     from massedit.corpora import load_documents
     from massedit.datasets.quickstart import build_records
@@ -61,15 +61,10 @@ def run(model_dir: str, n_edits: int = 3, n_docs: int = 64, maxlen: int = 128, l
     model, tokenizer = load_model(model_dir)
     _phase(rows, "load_model", time.perf_counter() - t0, 1, "models")
     arch = arch_for(model)
-    layers = list(layers)
+    # one statistics pass covers every method's layers, as the workflow shares them
+    layers = sorted({int(layer) for hp in hparams.values() for layer in hp["layers"]})
     records = build_records(seed)[:n_edits]
-    base = {"layers": layers, "v_lr": 0.5, "v_num_grad_steps": 25, "kl_factor": 0.0625, "early_stop": 0.01}
-    method_hp = {
-        "eamet": {**base, "mom2_update_weight": 10, "clamp_ks_factor": 20.0, "cs_factor": 2, "mse_factor": 8,
-                  "tau": 0.07, "top_m": 50},
-        "memit": {**base, "mom2_update_weight": 10, "clamp_norm_factor": 0.75, "v_weight_decay": 0.5},
-    }
-    method_hp = {m: {**hp, **((hparams or {}).get(m, {}))} for m, hp in method_hp.items()}
+    method_hp = hparams
     if residuals_only:
         for method, hp in method_hp.items():
             rows += compare_residual_forwards(model, tokenizer, records, method, hp, seed, add_bos)
@@ -99,7 +94,7 @@ def run(model_dir: str, n_edits: int = 3, n_docs: int = 64, maxlen: int = 128, l
                          result.losses, t)
         rows += compare_residual_forwards(model, tokenizer, records, method, hp, seed, add_bos, fast=fast)
         _phase(rows, f"{method} keys (update)", t["keys_s"], t["keys_s"] / len(records), "s/edit")
-        _phase(rows, f"{method} solve", t["solve_s"], t["solve_s"] / len(layers), "s/layer")
+        _phase(rows, f"{method} solve", t["solve_s"], t["solve_s"] / len(hp["layers"]), "s/layer")
 
     prefixes = eval_prefixes(model, tokenizer, 5, 10, seed, add_bos)
     t0 = time.perf_counter()
