@@ -152,6 +152,7 @@ def generate_greedy(
     max_new_tokens: int = 64,
     max_input_tokens: int = 256,
     batch_size: int = 16,
+    use_cache: bool = True,
 ) -> list[str]:
     """Greedy continuation of each prompt; returns the decoded full texts (prompt included, special
     tokens skipped), in input order.
@@ -166,6 +167,7 @@ def generate_greedy(
     device = input_device(model)
     pad = pad_id(tokenizer)
     cfg = _greedy_config(model, max_new_tokens, pad)
+    cfg.use_cache = use_cache
     eos = cfg.eos_token_id
     eos_ids = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
 

@@ -72,10 +72,23 @@ def _right_padded(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor
     return ids.to(device), mask.to(device)
 
 
+SCORING_MODES = ("shared", "flat", "straightforward")
+
+
 def score_targets(
-    model, tokenizer, items: list[tuple[str, str]], add_bos: bool, batch_size: int = 32
+    model, tokenizer, items: list[tuple[str, str]], add_bos: bool, batch_size: int = 32,
+    groups: list | None = None, mode: str = "shared",
 ) -> list[TargetScore]:
-    """Score every ``(prompt text, target string)`` pair; returns one TargetScore per item, in order."""
+    """Score every ``(prompt text, target string)`` pair; returns one TargetScore per item, in order.
+
+    ``mode``: ``shared`` (default) computes each prompt once for all its targets and the common leading
+    tokens of each ``groups`` entry once (``massedit.evaluation.shared_scoring``; models that are not
+    Hugging Face causal LMs use ``flat``); ``flat`` runs every prompt ⊕ target as its own sequence,
+    batched; ``straightforward`` is ``flat`` one item at a time with the LM head at every position, the
+    reference the benchmark compares against.
+    """
+    if mode not in SCORING_MODES:
+        raise ValueError(f"scoring mode must be one of {SCORING_MODES}, not {mode!r}")
     prompts, targets = [], []
     for prompt, target in items:
         p = encode_plain(tokenizer, prompt, add_bos).ids
@@ -84,12 +97,25 @@ def score_targets(
             raise ValueError(f"prompt {prompt!r} encodes to no tokens and add_bos is off")
         prompts.append(p)
         targets.append(target_ids(tokenizer, prompt, target))
-    seqs = [p + t for p, t in zip(prompts, targets)]
+    if not items:
+        return []
+    pad = pad_id(tokenizer)
+    if mode == "shared":
+        from massedit.evaluation import shared_scoring
 
+        if shared_scoring.supported(model):
+            lp, am = shared_scoring.score_shared(model, prompts, targets, groups, pad, batch_size)
+            return [TargetScore(token_ids=list(t), logprobs=a, argmax_ids=b) for t, a, b in zip(targets, lp, am)]
+    if mode == "straightforward":
+        batch_size = 1
+    return _score_flat(model, prompts, targets, pad, batch_size, full_logits=mode == "straightforward")
+
+
+def _score_flat(model, prompts, targets, pad: int, batch_size: int, full_logits: bool) -> list[TargetScore]:
+    seqs = [p + t for p, t in zip(prompts, targets)]
     model.eval()
     device = input_device(model)
-    pad = pad_id(tokenizer)
-    out: list[TargetScore | None] = [None] * len(items)
+    out: list[TargetScore | None] = [None] * len(seqs)
     with torch.no_grad():
         for batch in _length_batches([len(s) for s in seqs], batch_size):
             ids, mask = _right_padded([seqs[i] for i in batch], pad, device)
@@ -101,8 +127,10 @@ def score_targets(
                 rows += [row] * len(t_ids)
                 pos += range(n_p - 1, n_p - 1 + len(t_ids))
                 tgt += t_ids
-            # float32 for the softmax whatever the model's dtype.
-            logp = logits[rows, pos].float().log_softmax(-1)
+            # float32 for the softmax whatever the model's dtype; the straightforward path normalises
+            # every position, as a plain implementation would.
+            logp = (logits.float().log_softmax(-1)[rows, pos] if full_logits
+                    else logits[rows, pos].float().log_softmax(-1))
             tgt_t = torch.tensor(tgt, dtype=torch.long, device=logp.device)
             lp = logp.gather(1, tgt_t[:, None])[:, 0].tolist()
             am = logp.argmax(-1).tolist()
