@@ -229,8 +229,8 @@ def test_prepare_dataset_counterfact_both_schemas(tmp_path):
 
 
 def test_prepare_dataset_rejects_unknown_kind_keys_and_schema(tmp_path):
-    with pytest.raises(ValueError, match="unknown kind 'zsre'"):
-        prepare_dataset({"kind": "zsre"}, None, str(tmp_path))
+    with pytest.raises(ValueError, match="unknown kind 'nope'"):
+        prepare_dataset({"kind": "nope"}, None, str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['sed'\]"):
         prepare_dataset({"kind": "quickstart", "sed": 1}, None, str(tmp_path))
     with pytest.raises(ValueError, match="'schema' must be"):

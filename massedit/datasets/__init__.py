@@ -4,8 +4,11 @@ and record selection.
 ``prepare_dataset(spec, mirror_dir, download_dir)`` dispatches on ``spec["kind"]`` through ``REGISTRY``.
 Common spec keys:
 
-``kind``        ``quickstart`` (massedit.datasets.quickstart) or ``counterfact``
-                (massedit.datasets.counterfact); see those modules for their own keys
+``kind``        ``quickstart`` (massedit.datasets.quickstart), ``counterfact``
+                (massedit.datasets.counterfact), ``zsre`` (massedit.datasets.zsre) or ``wikirecent``
+                (massedit.datasets.wikirecent); see those modules for their own keys. The subject
+                filters of counterfact and zsre (``facts_per_subject``, ``dedup_subjects``) and
+                ``subject_counts`` for Figure 6 are in massedit.datasets.grouping
 ``keep_known``  bool, accepted for every kind and recorded in the manifest; the filter itself needs the
                 model and runs in a later stage (select_edits)
 ``select``      ``first`` (default: the first n records in file order) or ``sample`` (a seeded sample,
@@ -20,7 +23,8 @@ from types import ModuleType
 
 from massedit.io import sha256_json
 
-from . import counterfact, quickstart
+from . import counterfact, quickstart, wikirecent, zsre
+from .grouping import subject_counts
 from .records import validate_record, validate_records
 from .selection import ordered_ids_hash, select_records
 from .sources import effective_mirror_dir, resolve_source
@@ -28,12 +32,14 @@ from .sources import effective_mirror_dir, resolve_source
 REGISTRY: dict[str, ModuleType] = {
     "quickstart": quickstart,
     "counterfact": counterfact,
+    "zsre": zsre,
+    "wikirecent": wikirecent,
 }
 COMMON_KEYS = frozenset({"kind", "keep_known", "select"})
 
 __all__ = [
     "REGISTRY", "prepare_dataset", "validate_record", "validate_records", "select_records",
-    "ordered_ids_hash", "resolve_source", "effective_mirror_dir",
+    "ordered_ids_hash", "resolve_source", "effective_mirror_dir", "subject_counts",
 ]
 
 

@@ -9,6 +9,11 @@ Dataset spec (``kind: counterfact``):
 ``source``  memit only: a source spec (massedit.datasets.sources) or the name of one in ``KNOWN_SOURCES``;
             default ``"counterfact"`` (the canonical full file, sha256-pinned).
 ``files``   easyedit only: list of source specs; default ``EASYEDIT_FILES`` (train, val, edit).
+``dedup_subjects``     bool, default false: keep the first record of each lower-cased subject (record
+                       order as above). On the EasyEdit union this is the "MCF-approx" set (20,391), the
+                       EMMET authors' unique-subject CounterFact (§1.4); label results accordingly.
+``facts_per_subject``  int >= 1 or null (default): keep only records whose subject occurs exactly N times
+                       (Figure 6). Excludes ``dedup_subjects``. Both filters: massedit.datasets.grouping.
 """
 from __future__ import annotations
 
@@ -17,10 +22,11 @@ from typing import Any
 
 from massedit.io import read_json
 
+from .grouping import apply_subject_filters
 from .records import record_error, validate_record
 from .sources import resolve_source
 
-SPEC_KEYS = frozenset({"schema", "source", "files"})
+SPEC_KEYS = frozenset({"schema", "source", "files", "dedup_subjects", "facts_per_subject"})
 
 _EASYEDIT_REPO = ("https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread/"
                   "51d7402617c2e52bde0dc11b76e400c3725a181a/data/counterfact")
@@ -59,7 +65,13 @@ EASYEDIT_FILES: list[dict] = [
 
 
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
-    """Resolve the spec's files and load them; return (records, provenance of each file)."""
+    """Resolve the spec's files, load them and apply the subject filters; return (records, provenance
+    of each file)."""
+    records, sources = _load(spec, mirror_dir, download_dir)
+    return apply_subject_filters(records, spec, "counterfact spec"), sources
+
+
+def _load(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
     schema = spec.get("schema")
     if schema == "memit":
         if "files" in spec:

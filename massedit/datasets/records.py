@@ -11,6 +11,14 @@ paraphrase_prompts  list[str], full texts
 neighborhood        list of {"prompt": str, "target": str}, full texts with their own expected answers
 generation_prompts  list[str], full texts (may be empty)
 ```
+
+Optional fields, present only for datasets that have them (Wiki-recent, evaluation.md §1.6 and §3.6);
+records without them keep their exact shape (and hashes):
+
+```
+portability         list of {"prompt": str, "targets": [str, ...]}: full texts; any target counts
+locality            list of {"prompt": str, "targets": [str, ...]}: the same shape
+```
 """
 from __future__ import annotations
 
@@ -27,12 +35,40 @@ FIELDS = (
     "neighborhood",
     "generation_prompts",
 )
+OPTIONAL_FIELDS = ("portability", "locality")
 
 
 def record_error(where: str, index: int | None, case_id: Any, field: str, problem: str) -> ValueError:
     """One message format for every record problem: file, record position and id, field."""
     pos = f"record {index}" if index is not None else "record"
     return ValueError(f"{where}: {pos} (case_id {case_id!r}): field {field!r}: {problem}")
+
+
+def field_getter(raw: Any, where: str, index: int, case_id: Any = None):
+    """``get(dotted, type, optional=False)`` on a raw record, failing with file, record and field named.
+
+    ``case_id`` is the id to name in errors (default: the raw record's own ``case_id``, if any)."""
+    if case_id is None and isinstance(raw, dict):
+        case_id = raw.get("case_id")
+    if not isinstance(raw, dict):
+        raise record_error(where, index, case_id, "<record>", f"expected an object, got {type(raw).__name__}")
+
+    def get(dotted: str, kind: type, optional: bool = False):
+        value: Any = raw
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                if optional:
+                    return None
+                raise record_error(where, index, case_id, dotted, "missing")
+            value = value[part]
+        if optional and value is None:
+            return None
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise record_error(where, index, case_id, dotted,
+                               f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return get
 
 
 def validate_record(rec: dict, where: str, index: int | None = None) -> dict:
@@ -48,7 +84,7 @@ def validate_record(rec: dict, where: str, index: int | None = None) -> dict:
     missing = [f for f in FIELDS if f not in rec]
     if missing:
         raise fail(missing[0], "missing")
-    extra = sorted(set(rec) - set(FIELDS))
+    extra = sorted(set(rec) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if extra:
         raise fail(extra[0], "unexpected field (not part of the normalised record)")
 
@@ -86,6 +122,9 @@ def validate_record(rec: dict, where: str, index: int | None = None) -> dict:
         items.append({"prompt": item["prompt"], "target": _target(item["target"], f"{name}.target", fail)})
     out["neighborhood"] = items
     out["generation_prompts"] = _texts(rec["generation_prompts"], "generation_prompts", fail)
+    for field in OPTIONAL_FIELDS:
+        if field in rec:
+            out[field] = _multi_target_items(rec[field], field, fail)
     return out
 
 
@@ -118,3 +157,22 @@ def _texts(value: Any, field: str, fail) -> list[str]:
         if not isinstance(text, str) or not text.strip():
             raise fail(f"{field}[{j}]", "expected a non-empty string")
     return list(value)
+
+
+def _multi_target_items(value: Any, field: str, fail) -> list[dict]:
+    """A list of {"prompt", "targets"} items: non-empty prompt, non-empty list of acceptable targets."""
+    if not isinstance(value, list):
+        raise fail(field, f"expected a list, got {type(value).__name__}")
+    items = []
+    for j, item in enumerate(value):
+        name = f"{field}[{j}]"
+        if not isinstance(item, dict) or set(item) != {"prompt", "targets"}:
+            raise fail(name, "expected an object with exactly the keys 'prompt' and 'targets'")
+        if not isinstance(item["prompt"], str) or not item["prompt"].strip():
+            raise fail(f"{name}.prompt", "expected a non-empty string")
+        targets = item["targets"]
+        if not isinstance(targets, list) or not targets:
+            raise fail(f"{name}.targets", "expected a non-empty list of strings")
+        items.append({"prompt": item["prompt"],
+                      "targets": [_target(t, f"{name}.targets[{k}]", fail) for k, t in enumerate(targets)]})
+    return items
