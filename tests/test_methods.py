@@ -10,5 +10,5 @@ def test_registered_methods_and_their_spreading():
 
 
 def test_unknown_method_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"unknown method 'pmet'.*eamet.*memit"):
-        method_entry("pmet")
+    with pytest.raises(ValueError, match=r"unknown method 'mend'.*eamet.*memit"):
+        method_entry("mend")

@@ -40,7 +40,7 @@ def optimise_residual(
         # The first pass records h from the bare prompt (row 0) and initialises δ from it (eq. 6),
         # so δ⁰ is already applied in iteration 0, as in the authors' code.
         if state["h"] is None:
-            h = current[0].detach().float().clone()
+            h = current[0].detach().float().cpu().clone()
             state["h"] = h
             if hp.get("delta_init", "target_init") == "target_init" and h.norm() < threshold:
                 with torch.no_grad():

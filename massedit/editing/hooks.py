@@ -74,7 +74,7 @@ def add_at_positions(
         current = hidden[rows, cols]
         add = delta(current)
         hidden = hidden.clone()
-        hidden[rows, cols] = current + add.to(hidden.dtype)
+        hidden[rows, cols] = current + add.to(device=hidden.device, dtype=hidden.dtype)
         return _replace_hidden(output, hidden)
 
     return lambda: module.register_forward_hook(hook)

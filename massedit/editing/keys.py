@@ -36,7 +36,7 @@ def encode_contexts(tokenizer, groups: list[list[str]], record: dict, add_bos: b
 @dataclass
 class KeysAndOutputs:
     keys: dict[int, torch.Tensor]  # layer -> (n, d_ff), template-averaged
-    outputs: torch.Tensor | None  # (n, d) block output at the subject's last token of the bare prompt
+    outputs: torch.Tensor | None  # (n, d) output (block by default) at the subject's last token of the bare prompt
 
 
 @torch.no_grad()
@@ -50,8 +50,10 @@ def compute_keys(
     add_bos: bool,
     output_layer: int | None = None,
     batch_size: int = 64,
+    output_module: str = "block",
 ) -> KeysAndOutputs:
-    """Template-averaged keys at ``layers`` and, optionally, the bare-prompt block output of ``output_layer``.
+    """Template-averaged keys at ``layers`` and, optionally, the bare-prompt output of ``output_layer``'s
+    ``output_module`` (an ``ArchSpec`` field: "block", or "mlp_down" for PMET's MLP-output targets).
 
     The bare prompt must be the first template of the first group. Every (record, template) pair is
     one sequence; sequences are batched by length and the forward stops after the deepest module read.
@@ -76,7 +78,8 @@ def compute_keys(
         block_out: list = []
         factories = [hooks.capture_inputs(get_module(model, arch.mlp_down.format(l)), captured[l]) for l in layers]
         if output_layer is not None:
-            factories.append(hooks.capture_outputs(get_module(model, arch.block.format(output_layer)), block_out))
+            module = get_module(model, arch.name(output_module, output_layer))
+            factories.append(hooks.capture_outputs(module, block_out))
         factories.append(hooks.stop_after(get_module(model, arch.block.format(deepest))))
         with hooks.hooks(*factories):
             hooks.run_until(model, input_ids=ids, attention_mask=mask)

@@ -20,7 +20,7 @@ def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict)
 
     def add_delta(current: torch.Tensor) -> torch.Tensor:
         if state["h"] is None:
-            state["h"] = current[0].detach().float().clone()
+            state["h"] = current[0].detach().float().cpu().clone()
         return delta
 
     optimiser = torch.optim.Adam([delta], lr=float(hp["v_lr"]))

@@ -13,11 +13,13 @@ prefix keys and values. That contract holds for the Llama-style families listed 
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 
 from massedit.architectures import get_module
+from massedit.editing import hooks
 
 # Model types whose decoder layers take (hidden, attention_mask, position_embeddings, cache) and whose
 # embedding is a plain lookup; each is checked against the full forward in tests/test_fast_residual.py.
@@ -95,15 +97,22 @@ class PrefixCachedForward:
 
     The constant part is computed on construction. ``delta`` keeps the hook's contract: it receives
     the clean block-L outputs at the subject positions (P + 1, d) and returns what to add there.
+
+    ``inner`` names modules *inside* block L ("attn", "mlp") whose outputs receive additions instead
+    (PMET, ROME): block L itself then runs in the suffix pass, with hooks at each row's first suffix
+    column. ``prompts`` may also be a ``batch_forward.BatchPrompts`` (several edits' rows, rewriting rows
+    first, then one essence row per edit); ``hidden_states`` serves that layout.
     """
 
-    def __init__(self, model, arch, prompts, z_layer: int):
+    def __init__(self, model, arch, prompts, z_layer: int, inner: tuple[str, ...] = ()):
         self.model, self.prompts = model, prompts
         base = _base(model, arch)
         layers = get_module(model, arch.layers)
         self.norm = get_module(model, arch.final_norm)
         self.rotary = base.rotary_emb
-        self.late = list(layers)[z_layer + 1 :]
+        self.inner = {name: get_module(model, arch.name(name, z_layer)) for name in inner}
+        first_late = z_layer if inner else z_layer + 1  # an inner addition changes block L's own output
+        self.late = list(layers)[first_late:]
         embed = get_module(model, arch.embed)
         device = embed.weight.device
         self.device = device
@@ -124,8 +133,9 @@ class PrefixCachedForward:
             positions = torch.arange(width, device=device).unsqueeze(0)
             causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=device)).unsqueeze(0)
             # Right padding never reaches a real token under a causal mask, so the padding mask is not needed.
-            hidden = self._run(list(layers)[: z_layer + 1], hidden, _additive(causal, hidden.dtype), positions)
-            self.current = hidden[self.rows, s]  # clean block-L output at the subject positions
+            hidden = self._run(list(layers)[:first_late], hidden, _additive(causal, hidden.dtype), positions)
+            # clean block-L output at the subject positions (the input of block L with inner additions)
+            self.current = hidden[self.rows, s]
             j = torch.arange(m, device=device)
             self.suffix_pos = s.unsqueeze(1) + j  # absolute positions of the suffix batch
             self.suffix_in = hidden[self.rows.unsqueeze(1), self.suffix_pos.clamp(max=width - 1)]
@@ -158,16 +168,44 @@ class PrefixCachedForward:
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         return hidden
 
-    def __call__(self, delta: Callable[[torch.Tensor], torch.Tensor]):
-        from massedit.editing.residual import score
-
-        add = delta(self.current)
-        first = self.suffix_in[:, 0] + add.to(device=self.device, dtype=self.suffix_in.dtype)
-        hidden = torch.cat([first.unsqueeze(1), self.suffix_in[:, 1:]], dim=1)
-        hidden = self._run(self.late, hidden, self.mask, self.suffix_pos, _Prepend(self.kv))
+    def hidden_states(self, delta: Callable | None = None, inner: dict[str, Callable] | None = None):
+        """Final-norm hidden states at the scored positions: targets (rewriting rows, T, d) and the
+        essence rows' subject positions (essence rows, d). ``delta`` adds at block L's output, ``inner``
+        maps names given on construction to callbacks adding at those modules' outputs."""
+        hidden = self.suffix_in
+        if delta is not None:
+            add = delta(self.current)
+            first = hidden[:, 0] + add.to(device=self.device, dtype=hidden.dtype)
+            hidden = torch.cat([first.unsqueeze(1), hidden[:, 1:]], dim=1)
+        first_col = torch.zeros_like(self.rows)  # column 0 of the suffix batch is each row's s_r
+        factories = [hooks.add_at_positions(self.inner[name], self.rows, first_col, fn)
+                     for name, fn in (inner or {}).items()]
+        with hooks.hooks(*factories):
+            hidden = self._run(self.late, hidden, self.mask, self.suffix_pos, _Prepend(self.kv))
         n_rw = self.n_rw
         target_hidden = self.norm(hidden[self.rows[:n_rw].unsqueeze(1), self.suffix_idx])
         if self.fixed is not None:
             target_hidden = torch.where(self.in_suffix.unsqueeze(2), target_hidden, self.fixed)
-        essence_hidden = self.norm(hidden[n_rw, 0])  # the essence row is scored at s_r itself
-        return score(self.model, self.prompts, target_hidden, essence_hidden)
+        essence_hidden = self.norm(hidden[n_rw:, 0])  # essence rows are scored at s_r itself
+        return target_hidden, essence_hidden
+
+    def take(self, rows: torch.Tensor, n_rewrite: int) -> "PrefixCachedForward":
+        """The same forward restricted to ``rows`` (rewriting rows first, ``n_rewrite`` of them): what a
+        batch of edits keeps when some edits stop early. Nothing is recomputed."""
+        rows = rows.to(self.device)
+        rw = rows[:n_rewrite]
+        out = copy.copy(self)
+        out.prompts = None  # a subset is scored by its caller (batch_forward), not by __call__
+        out.rows, out.n_rw = torch.arange(len(rows), device=self.device), n_rewrite
+        out.current, out.suffix_pos, out.suffix_in = self.current[rows], self.suffix_pos[rows], self.suffix_in[rows]
+        out.kv = {layer: (k[rows], v[rows]) for layer, (k, v) in self.kv.items()}
+        out.mask = self.mask[rows]
+        out.in_suffix, out.suffix_idx = self.in_suffix[rw], self.suffix_idx[rw]
+        out.fixed = None if self.fixed is None else self.fixed[rw]
+        return out
+
+    def __call__(self, delta: Callable[[torch.Tensor], torch.Tensor]):
+        from massedit.editing.residual import score
+
+        target_hidden, essence_hidden = self.hidden_states(delta)
+        return score(self.model, self.prompts, target_hidden, essence_hidden[0])

@@ -1,4 +1,10 @@
-"""One batch of edits from the unedited model: templates → keys → residuals → multi-layer update."""
+"""One batch of edits from the unedited model: templates → keys → residuals → update.
+
+The method registry (``METHODS``) says, per method, how residuals are optimised (one edit at a time, and
+for the independent methods also a block of edits at once: ``batch_edits``), how the update spreads them
+over the layers, which module's output the targets refer to, and which update runs (MEMIT's closed form,
+AlphaEdit's projected solve, ROME's sequential rank-one edits, or FT's constrained fine-tuning).
+"""
 from __future__ import annotations
 
 import time
@@ -9,11 +15,13 @@ import torch
 from tqdm import tqdm
 
 from massedit.architectures import arch_for
-from massedit.editing import eamet, memit
+from massedit.editing import alphaedit, batched, eamet, ft, memit, pmet, rome
 from massedit.editing.keys import compute_keys
 from massedit.editing.residual import EditPrompts, ResidualResult, build_edit_prompts
 from massedit.editing.update import apply_multilayer_update
 from massedit.templates import context_templates
+
+DEFAULT_BATCH_EDITS = 16
 
 
 @dataclass
@@ -43,10 +51,49 @@ def _memit_step(ctx: ResidualContext, i: int, prompts: EditPrompts) -> ResidualR
     return memit.optimise_residual(ctx.model, ctx.arch, prompts, ctx.z_layer, ctx.hp)
 
 
-# A method is its residual step plus how the update spreads the residual over layers.
+def _pmet_step(ctx: ResidualContext, i: int, prompts: EditPrompts) -> ResidualResult:
+    return pmet.optimise_residual(ctx.model, ctx.arch, prompts, ctx.z_layer, ctx.hp)
+
+
+def _block_step(spec: batched.StepSpec):
+    """A block of independent edits optimised together (``batched.optimise_block``)."""
+
+    def step(ctx: ResidualContext, indices: list[int], prompts: list[EditPrompts]) -> list[ResidualResult]:
+        return batched.optimise_block(ctx.model, ctx.arch, prompts, ctx.z_layer, spec, ctx.hp)
+
+    return step
+
+
+def _rome_step(ctx: ResidualContext, i: int, prompts: EditPrompts) -> ResidualResult:
+    return batched.optimise_block(ctx.model, ctx.arch, [prompts], ctx.z_layer, batched.ROME, ctx.hp)[0]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a method edits. ``step`` optimises one edit's residual; ``block_step``, where the residuals are
+    independent, a block of them at once (same results). ``update``: "closed_form" (eq. 5, with
+    ``spreading`` over layers and targets at the z-layer ``output`` module), "alphaedit", "rome" or "ft"."""
+
+    step: Callable[[ResidualContext, int, EditPrompts], ResidualResult] | None
+    spreading: str
+    block_step: Callable | None = None
+    update: str = "closed_form"
+    output: str = "block"
+    templates: Callable = context_templates
+
+
+METHODS: dict[str, Method] = {
+    "eamet": Method(_eamet_step, "linear"),  # sequential: r_i depends on r_0 … r_{i−1}
+    "memit": Method(_memit_step, "linear", _block_step(batched.MEMIT)),
+    "pmet": Method(_pmet_step, "sqrt", _block_step(batched.PMET), output="mlp_down"),
+    "alphaedit": Method(_memit_step, "linear", _block_step(batched.MEMIT), update="alphaedit"),
+    "rome": Method(_rome_step, "none", _block_step(batched.ROME), update="rome", templates=rome.rome_templates),
+    "ft": Method(None, "none", update="ft"),
+}
+
+# A method with a residual step is that step plus how the update spreads the residual over layers.
 RESIDUAL_STEPS: dict[str, tuple[Callable[[ResidualContext, int, EditPrompts], ResidualResult], str]] = {
-    "eamet": (_eamet_step, "linear"),
-    "memit": (_memit_step, "linear"),
+    name: (m.step, m.spreading) for name, m in METHODS.items() if m.step is not None
 }
 
 
@@ -60,6 +107,7 @@ class EditResult:
     iterations: list[int]
     losses: list[dict]
     timings: dict
+    info: dict = field(default_factory=dict)  # method-specific records, e.g. AlphaEdit's rank(P) per layer
 
 
 def layer_lambdas(hp: dict) -> list[float]:
@@ -85,11 +133,23 @@ class Residuals:
     timings: dict
 
 
+def method_spec(method: str) -> Method:
+    """The registry entry; an unknown name lists the available ones."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
+    return METHODS[method]
+
+
 def method_entry(method: str):
-    """The method's residual step and spreading rule; an unknown name lists the available ones."""
-    if method not in RESIDUAL_STEPS:
-        raise ValueError(f"unknown method {method!r}; available: {sorted(RESIDUAL_STEPS)}")
-    return RESIDUAL_STEPS[method]
+    """The method's residual step and spreading rule (None and "none" for FT, which has no residual step)."""
+    spec = method_spec(method)
+    return spec.step, spec.spreading
+
+
+def _blocks(prompts: list[EditPrompts], size: int) -> list[list[int]]:
+    """Edit indices in blocks of ``size``, edits of similar width together (less padding)."""
+    order = sorted(range(len(prompts)), key=lambda i: (prompts[i].input_ids.shape[1], i))
+    return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 def compute_residuals(
@@ -102,14 +162,19 @@ def compute_residuals(
     add_bos: bool,
     progress: bool = True,
 ) -> Residuals:
-    """Templates, z-layer keys and the residual r_i of every record, in record order, on the unchanged model."""
-    step, _ = method_entry(method)
+    """Templates, z-layer keys and the residual r_i of every record, in record order, on the unchanged model.
+
+    Independent methods optimise ``batch_edits`` edits at once (default 16; 1 is the one-at-a-time path);
+    EAMET, whose residuals depend on the earlier ones, always runs one at a time."""
+    spec = method_spec(method)
+    if spec.step is None:
+        raise ValueError(f"{method} has no residual step")
     arch = arch_for(model)
     z_layer = max(int(x) for x in hp["layers"])
     timings: dict = {}
 
     t0 = time.perf_counter()
-    groups = context_templates(model, tokenizer, hp.get("templates", {}), seed, add_bos)
+    groups = spec.templates(model, tokenizer, hp.get("templates", {}), seed, add_bos)
     timings["templates_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -117,47 +182,106 @@ def compute_residuals(
     timings["z_keys_s"] = time.perf_counter() - t0
 
     ctx = ResidualContext(model, arch, z_layer, hp, z_keys)
-    hs, iterations, losses = [], [], []
     t0, cpu0 = time.perf_counter(), time.process_time()
     essence = hp.get("essence_prompt", "{} is a")
     prompt_build = hp.get("prompt_build", "ids")
-    for i, record in enumerate(tqdm(records, desc=f"{method} residuals", disable=not progress)):
-        prompts = build_edit_prompts(tokenizer, groups, record, add_bos, essence, prompt_build)
-        result = step(ctx, i, prompts)
-        ctx.residuals.append(result.delta)
-        hs.append(result.h)
-        iterations.append(result.iterations)
-        losses.append(result.losses)
+    size = int(hp.get("batch_edits", DEFAULT_BATCH_EDITS)) if spec.block_step is not None else 1
+    if size > 1:
+        prompts = [build_edit_prompts(tokenizer, groups, r, add_bos, essence, prompt_build) for r in records]
+        results: list = [None] * len(records)
+        with tqdm(total=len(records), desc=f"{method} residuals", disable=not progress) as bar:
+            for block in _blocks(prompts, size):
+                for i, result in zip(block, spec.block_step(ctx, block, [prompts[i] for i in block])):
+                    results[i] = result
+                bar.update(len(block))
+        ctx.residuals.extend(r.delta for r in results)
+    else:
+        results = []
+        for i, record in enumerate(tqdm(records, desc=f"{method} residuals", disable=not progress)):
+            result = spec.step(ctx, i, build_edit_prompts(tokenizer, groups, record, add_bos, essence, prompt_build))
+            ctx.residuals.append(result.delta)
+            results.append(result)
     timings["residuals_s"] = time.perf_counter() - t0
     # CPU seconds of this process: a fairer comparison than wall time on a machine shared with other jobs.
     timings["residuals_cpu_s"] = time.process_time() - cpu0
-    return Residuals(groups, z_keys, torch.stack(ctx.residuals), torch.stack(hs), iterations, losses, timings)
+    return Residuals(groups, z_keys, torch.stack(ctx.residuals), torch.stack([r.h for r in results]),
+                     [r.iterations for r in results], [r.losses for r in results], timings)
 
 
 def run_edit(
     model,
     tokenizer,
     records: list[dict],
-    moments: dict[int, torch.Tensor],
+    moments: dict[int, torch.Tensor] | None,
     method: str,
     hp: dict,
     seed: int,
     add_bos: bool,
     progress: bool = True,
+    projections: dict[int, torch.Tensor] | None = None,
 ) -> EditResult:
-    """Edit ``records`` into ``model`` in one batch (method.md §2.8, §3.5). The model is changed in place."""
-    _, spreading = method_entry(method)
-    arch = arch_for(model)
+    """Edit ``records`` into ``model`` in one batch (method.md §2.8, §3.5). The model is changed in place.
+
+    ``moments`` are the second moments C per layer (FT needs none; AlphaEdit none for layers whose null-space
+    projector is given in ``projections``, as the workflow caches them)."""
+    spec = method_spec(method)
+    moments = moments or {}
+    if spec.update == "ft":
+        return _run_ft(model, tokenizer, records, hp, add_bos, progress)
     layers = sorted(int(x) for x in hp["layers"])
     z_layer = layers[-1]
-    missing = [layer for layer in layers if layer not in moments]
+    needed = [layer for layer in layers if spec.update != "alphaedit" or layer not in (projections or {})]
+    missing = [layer for layer in needed if layer not in moments]
     if missing:
         raise ValueError(f"statistics lack layers {missing}")
+    if spec.update == "rome":
+        return _run_rome(model, tokenizer, records, moments, hp, seed, add_bos, progress)
     res = compute_residuals(model, tokenizer, records, method, hp, seed, add_bos, progress)
-    timings = dict(res.timings)
-    deltas, update_timings = apply_multilayer_update(
-        model, tokenizer, arch, records, res.templates, layers, z_layer, res.h + res.residuals, moments,
-        layer_lambdas(hp), add_bos, spreading,
-    )
+    timings, info = dict(res.timings), {}
+    arch = arch_for(model)
+    Z = res.h + res.residuals
+    if spec.update == "alphaedit":
+        t0 = time.perf_counter()
+        P = alphaedit.projections_for(moments, layers, float(hp["nullspace_threshold"]), projections)
+        timings["projection_s"] = time.perf_counter() - t0
+        info["projection_rank"] = {layer: alphaedit.projection_rank(P[layer]) for layer in layers}
+        solver = alphaedit.solver(P, float(hp["L2"]), hp.get("alphaedit_solve_dtype", "float32"))
+        deltas, update_timings = apply_multilayer_update(
+            model, tokenizer, arch, records, res.templates, layers, z_layer, Z, None, None, add_bos, "linear",
+            solver=solver,
+        )
+    else:
+        deltas, update_timings = apply_multilayer_update(
+            model, tokenizer, arch, records, res.templates, layers, z_layer, Z, moments, layer_lambdas(hp), add_bos,
+            spec.spreading, output=spec.output,
+        )
     timings.update(update_timings)
-    return EditResult(deltas, res.templates, res.z_keys, res.residuals, res.h, res.iterations, res.losses, timings)
+    return EditResult(deltas, res.templates, res.z_keys, res.residuals, res.h, res.iterations, res.losses, timings,
+                      info)
+
+
+def _run_rome(model, tokenizer, records, moments, hp, seed, add_bos, progress) -> EditResult:
+    """ROME's edits in sequence; with ``sequential_residuals: false`` the residuals come first, batched."""
+    layer = int(hp["layers"][0])
+    if hp.get("sequential_residuals", True):
+        t0 = time.perf_counter()
+        groups = rome.rome_templates(model, tokenizer, hp.get("templates", {}), seed, add_bos)
+        timings = {"templates_s": time.perf_counter() - t0}
+        out = rome.run(model, tokenizer, records, moments[layer], hp, groups, add_bos, progress)
+    else:
+        res = compute_residuals(model, tokenizer, records, "rome", hp, seed, add_bos, progress)
+        groups, timings = res.templates, dict(res.timings)
+        out = rome.run(model, tokenizer, records, moments[layer], hp, groups, add_bos, progress, precomputed=res)
+        out.timings.pop("residuals_s")
+    timings.update(out.timings)
+    return EditResult(out.deltas, groups, out.z_keys, out.residuals, out.h, out.iterations, out.losses, timings)
+
+
+def _run_ft(model, tokenizer, records, hp, add_bos, progress) -> EditResult:
+    """FT has no residuals: the artefacts hold empty (n, 0) arrays and the epochs run for every record."""
+    out = ft.run(model, tokenizer, records, hp, add_bos, progress)
+    empty = torch.zeros(len(records), 0)
+    timings = {"residuals_s": 0.0, **out.timings}
+    return EditResult(out.deltas, [["{}"]], empty, empty, empty, [out.epochs] * len(records),
+                      [{"epoch_loss": out.epoch_losses[-1]}] * len(records), timings,
+                      {"epoch_losses": out.epoch_losses})

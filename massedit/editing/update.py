@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import torch
 
@@ -35,6 +36,9 @@ def spread(remaining: torch.Tensor, layers_left: int, rule: str = "linear") -> t
     raise ValueError(f"unknown spreading rule {rule!r}")
 
 
+Solver = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def apply_multilayer_update(
     model,
     tokenizer,
@@ -44,15 +48,26 @@ def apply_multilayer_update(
     layers: list[int],
     z_layer: int,
     Z: torch.Tensor,
-    moments: dict[int, torch.Tensor],
-    lambdas: list[float],
+    moments: dict[int, torch.Tensor] | None,
+    lambdas: list[float] | None,
     add_bos: bool,
     spreading: str = "linear",
     batch_size: int = 64,
+    *,
+    output: str = "block",
+    solver: Solver | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict]:
     """Edit ``layers`` in ascending order, each with keys and z-layer outputs recomputed on the current
     weights (earlier layers already updated). ``Z`` is (n, d). Applies the update to the model in place
-    and returns ΔW per layer as (d, d_ff) fp32, plus timings."""
+    and returns ΔW per layer as (d, d_ff) fp32, plus timings.
+
+    ``output`` is the z-layer module whose output ``Z`` targets: "block" (MEMIT, EAMET, AlphaEdit) or
+    "mlp_down" (PMET's MLP-output targets). ``solver(j, layer, K, R) -> ΔW`` replaces the closed form of
+    eq. (5) (AlphaEdit's projected solve); K is (d_ff, n) and R (d, n), both fp64. Without a solver,
+    ``moments`` and ``lambdas`` give eq. (5).
+    """
+    if solver is None:
+        solver = lambda j, layer, K, R: closed_form_delta(moments[layer], K, R, float(lambdas[j]))  # noqa: E731
     deltas: dict[int, torch.Tensor] = {}
     timings = {"keys_s": 0.0, "solve_s": 0.0}
     target = Z.double().T  # (d, n)
@@ -60,12 +75,12 @@ def apply_multilayer_update(
     for j, layer in enumerate(sorted(layers)):
         t0 = time.perf_counter()
         ko = compute_keys(model, tokenizer, arch, records, groups, [layer], add_bos, output_layer=z_layer,
-                          batch_size=batch_size)
+                          batch_size=batch_size, output_module=output)
         timings["keys_s"] += time.perf_counter() - t0
         K = ko.keys[layer].double().T  # (d_ff, n)
         R = spread(target - ko.outputs.double().T, m - j, spreading)
         t0 = time.perf_counter()
-        delta = closed_form_delta(moments[layer], K, R, float(lambdas[j]))
+        delta = solver(j, layer, K, R)
         timings["solve_s"] += time.perf_counter() - t0
         add_to_down_proj(model, arch, layer, delta)
         deltas[layer] = delta.float()
