@@ -18,7 +18,9 @@ include: "rules/data.smk"
 include: "rules/stats.smk"
 include: "rules/edit.smk"
 include: "rules/evaluate.smk"
+include: "rules/analyses.smk"
 include: "rules/report.smk"
+include: "rules/tune.smk"
 
 
 localrules:
@@ -30,3 +32,5 @@ rule all:
     input:
         rules.make_tables.output,
         rules.plot_scaling.output,
+        rules.compare_with_paper.output,
+        analysis_targets,

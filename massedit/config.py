@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+NO_STATS_METHODS = ("ft",)  # methods whose update needs no preservation statistics
 UNEDITED = "unedited"  # pseudo-method: the model evaluated without deltas, the tables' pre-edit row
 DOWNLOAD_DIR = "resources/downloads"
 MIRROR_ENV = "MASSEDIT_MIRROR"
@@ -128,9 +129,11 @@ def _cross_reference_problems(config: dict) -> list[str]:
                 f"{path}: {name!r} is not defined under {section} (defined: {', '.join(sorted(config[section]))})"
             )
 
-    for section in ("models", "datasets"):
-        for i, name in enumerate(config["grid"][section]):
-            need(f"grid.{section}[{i}]", name, section)
+    blocks = [("grid", config["grid"])] + [(f"extra_grids[{j}]", b) for j, b in enumerate(config["extra_grids"])]
+    for where, block in blocks:
+        for section in ("models", "datasets"):
+            for i, name in enumerate(block[section]):
+                need(f"{where}.{section}[{i}]", name, section)
     need("stats.corpus", config["stats"]["corpus"], "corpora")
     for method, block in config["methods"].items():
         problems += _layer_problems(f"methods.{method}.defaults.layers", block["defaults"]["layers"])
@@ -242,9 +245,50 @@ def stats_runtime(config: dict) -> dict:
 
 def eval_settings(config: dict) -> dict:
     """Evaluation settings that can change results, plus the preset."""
-    settings = {k: v for k, v in config["evaluation"].items() if k not in EVAL_RUNTIME_KEYS}
+    settings = {k: v for k, v in config["evaluation"].items() if k not in EVAL_RUNTIME_KEYS and k != "general"}
     settings["preset"] = config["preset"]
     return canonical(settings)
+
+
+def general_settings(config: dict) -> dict:
+    """General-ability settings (their own rule, so changing them reruns nothing else)."""
+    return canonical(config["evaluation"]["general"])
+
+
+def fps_dataset(dataset: str, n: int) -> str:
+    """Name of the derived dataset of ``dataset``'s records whose subject occurs exactly n times."""
+    return f"{dataset}-fps{int(n)}"
+
+
+def add_derived_datasets(config: dict) -> None:
+    """Add the facts-per-subject datasets of analyses.facts_per_subject to ``config["datasets"]``."""
+    fps = config.get("analyses", {}).get("facts_per_subject")
+    if not fps:
+        return
+    base = config["datasets"].get(fps["dataset"])
+    if base is None:
+        raise ValueError(f"analyses.facts_per_subject.dataset: {fps['dataset']!r} is not a key of datasets")
+    for n in fps["values"]:
+        config["datasets"].setdefault(fps_dataset(fps["dataset"], n),
+                                      {**copy.deepcopy(base), "facts_per_subject": int(n), "at_most": True})
+
+
+ANALYSES = ("prefix_robustness", "facts_per_subject", "general_abilities", "misalignment")
+
+
+def analysis_cells(config: dict, name: str) -> list[Cell]:
+    """The edits (model, dataset, method, n) an analysis needs; the unedited pseudo-method where it applies."""
+    spec = config.get("analyses", {}).get(name)
+    if not spec:
+        return []
+    if name == "facts_per_subject":
+        return [Cell(model, fps_dataset(spec["dataset"], n), method, int(spec["max_edits"]))
+                for model in spec["models"] for n in spec["values"] for method in spec["methods"]]
+    if name == "misalignment":
+        return [cell for cell in grid(config) if cell.method in spec["methods"]]
+    methods = spec["methods"] + ([UNEDITED] if name == "general_abilities" else [])
+    return [Cell(model, dataset, method, int(spec["n_edits"]))
+            for model in spec["models"] for dataset in spec["datasets"] for method in methods]
 
 
 def eval_runtime(config: dict) -> dict:
@@ -256,6 +300,7 @@ def labels(config: dict, model: str, dataset: str, method: str, n: int) -> dict:
     return canonical({
         "model": model,
         "dataset": dataset,
+        "dataset_kind": config["datasets"][dataset]["kind"],
         "method": method,
         "n_edits": int(n),
         "preset": config["preset"],
@@ -265,15 +310,17 @@ def labels(config: dict, model: str, dataset: str, method: str, n: int) -> dict:
 
 
 def grid(config: dict) -> list[Cell]:
-    """Every evaluation the default target needs: the unedited model and each method, per model x dataset x n."""
-    g = config["grid"]
-    return [
+    """Every evaluation the default target needs: the unedited model and each method, per model x dataset x n,
+    over `grid` and `extra_grids` (a cell in several blocks once)."""
+    cells = [
         Cell(model, dataset, method, int(n))
+        for g in [config["grid"], *config.get("extra_grids", [])]
         for model in g["models"]
         for dataset in g["datasets"]
         for n in g["n_edits"]
-        for method in [UNEDITED, *g["methods"]]
+        for method in [UNEDITED, *g.get("methods", ["eamet", "memit"])]
     ]
+    return list(dict.fromkeys(cells))
 
 
 def method_names(config: dict) -> list[str]:

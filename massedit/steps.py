@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from massedit import io
+
+# torch is imported where it is used: the report rules' environment has no torch.
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def _add_bos(model_cfg: dict) -> bool:
 
 def load_moments(stats_npz: str, layers: list[int], model_dir: str | None = None) -> dict[int, torch.Tensor]:
     """C_ℓ = sum/count in fp64 for ``layers``, checked against the sidecar (layers present, same model)."""
+    import torch
+
     data = np.load(stats_npz)
     stored = [int(x) for x in data["layers"]]
     missing = [layer for layer in layers if layer not in stored]
@@ -79,30 +82,50 @@ def prepare_dataset(name: str, spec: dict, mirror_dir: str | None, download_dir:
     io.write_json(out_manifest, {"dataset": name, **manifest, "library_versions": io.library_versions()})
 
 
-def select_edits(records: str, model_dir: str, model_cfg: dict, dataset_spec: dict, n: int, seed: int,
+def filter_known(records: str, model_dir: str, model_cfg: dict, out_records: str, out_manifest: str) -> None:
+    """Keep the facts the unedited model already answers (practical test on the bare prompt), in file order.
+    Runs once per model and dataset; every batch size then selects from its output."""
+    from massedit.evaluation.counterfact import known_mask
+
+    rows = io.read_jsonl(records)
+    model, tokenizer = _load(model_dir, model_cfg)
+    mask = known_mask(model, tokenizer, rows, _add_bos(model_cfg))
+    kept = [r for r, k in zip(rows, mask) if k]
+    log.info("%d of %d facts are known to the unedited model", len(kept), len(rows))
+    io.write_jsonl(out_records, kept)
+    io.write_json(out_manifest, {
+        "n_candidates": len(rows), "n_known": len(kept), "known_case_ids": [r["case_id"] for r in kept],
+        "input_sha256": io.sha256_file(records), "model_fingerprint": _model_fingerprint(model_dir),
+    })
+
+
+def prepare_general_task(task: str, mirror_dir: str | None, download_dir: str, subdir: str, out_json: str,
+                         out_manifest: str) -> None:
+    from massedit.datasets.general_tasks import prepare_task
+    from massedit.datasets.sources import effective_mirror_dir
+
+    examples, provenance = prepare_task(task, effective_mirror_dir(mirror_dir), download_dir, subdir)
+    io.write_json(out_json, examples)
+    io.write_json(out_manifest, {"task": task, "n_examples": len(examples), "source": provenance,
+                                 "library_versions": io.library_versions()})
+
+
+def select_edits(records: str, known_manifest: str | None, dataset_spec: dict, n: int, seed: int,
                  out_records: str, out_manifest: str) -> None:
-    """Optionally keep only facts the unedited model answers correctly, then take the first n (or a seeded
-    sample, ``select: sample`` in the dataset spec)."""
+    """The first n records (or a seeded sample, ``select: sample`` in the dataset spec) of the dataset, or of
+    the facts the model knows when ``known_manifest`` (filter_known's) is given."""
     from massedit.datasets.selection import ordered_ids_hash, select_records
 
     rows = io.read_jsonl(records)
-    known_info = None
-    if dataset_spec.get("keep_known", False):
-        from massedit.evaluation.counterfact import known_mask
-
-        model, tokenizer = _load(model_dir, model_cfg)
-        mask = known_mask(model, tokenizer, rows, _add_bos(model_cfg))
-        known_info = {"n_candidates": len(rows), "n_known": int(sum(mask)),
-                      "known_case_ids": [r["case_id"] for r, k in zip(rows, mask) if k]}
-        rows = [r for r, k in zip(rows, mask) if k]
-        log.info("%d of %d facts are known to the unedited model", len(rows), known_info["n_candidates"])
     mode = dataset_spec.get("select", "first")
+    if dataset_spec.get("at_most", False):
+        n = min(int(n), len(rows))
     chosen = select_records(rows, int(n), mode, seed)
     io.write_jsonl(out_records, chosen)
     io.write_json(out_manifest, {
         "n": int(n), "mode": mode, "seed": seed, "input_sha256": io.sha256_file(records),
-        "keep_known": known_info, "case_ids": [r["case_id"] for r in chosen],
-        "ordered_ids_sha256": ordered_ids_hash(chosen), "model_fingerprint": _model_fingerprint(model_dir),
+        "keep_known": io.read_json(known_manifest) if known_manifest else None,
+        "case_ids": [r["case_id"] for r in chosen], "ordered_ids_sha256": ordered_ids_hash(chosen),
     })
 
 
@@ -145,8 +168,48 @@ def generate_prefixes(model_dir: str, model_cfg: dict, prefix_len: int, n_prefix
                              "model_fingerprint": _model_fingerprint(model_dir)})
 
 
-def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, stats_npz: str,
-               seed: int, out_deltas: str, out_artefacts: str, out_meta: str) -> None:
+def optimise_residuals(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, seed: int,
+                       out_pt: str) -> None:
+    """The residual phase of an edit, saved so that every smaller batch of the same records reuses its head."""
+    from massedit.datasets.selection import ordered_ids_hash
+    from massedit.editing.run import compute_residuals
+
+    model, tokenizer = _load(model_dir, model_cfg)
+    rows = io.read_jsonl(records)
+    # ``hparams`` are residual_hparams: the z-layer stands for the layer set, which only the update reads.
+    hp = {**{k: v for k, v in hparams.items() if k != "z_layer"}, "layers": [int(hparams["z_layer"])]}
+    res = compute_residuals(model, tokenizer, rows, method, hp, seed, _add_bos(model_cfg))
+    io.save_torch(out_pt, {
+        "method": method, "hparams": hparams, "seed": seed, "case_ids": [r["case_id"] for r in rows],
+        "ordered_ids_sha256": ordered_ids_hash(rows), "model_fingerprint": _model_fingerprint(model_dir),
+        "templates": res.templates, "z_keys": res.z_keys, "residuals": res.residuals, "h": res.h,
+        "iterations": res.iterations, "losses": res.losses, "timings": res.timings,
+    })
+
+
+def load_residual_head(path: str, rows: list[dict], model_dir: str):
+    """The residuals of ``rows`` from a saved residual phase whose records start with them."""
+    import torch
+
+    from massedit.editing.run import Residuals
+
+    saved = torch.load(path, weights_only=True)
+    ids = [r["case_id"] for r in rows]
+    if saved["case_ids"][: len(ids)] != ids:
+        raise ValueError(f"{path}: its records do not start with the {len(ids)} records being edited")
+    if saved["model_fingerprint"] != _model_fingerprint(model_dir):
+        raise ValueError(f"{path}: the residuals were computed for other weights")
+    whole = Residuals(saved["templates"], saved["z_keys"], saved["residuals"], saved["h"], saved["iterations"],
+                      saved["losses"], saved["timings"])
+    return whole.head(len(ids))
+
+
+def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, stats_npz: str | None,
+               seed: int, out_deltas: str, out_artefacts: str, out_meta: str, projections: str | None = None,
+               residuals: str | None = None) -> None:
+    """One batch of edits. FT needs no statistics (``stats_npz`` None); AlphaEdit reads its cached null-space
+    projections when ``projections`` is given; ``residuals`` (optimise_residuals' file, possibly of a larger
+    batch starting with these records) replaces the residual phase."""
     from massedit.architectures import arch_for
     from massedit.datasets.selection import ordered_ids_hash
     from massedit.editing.run import run_edit
@@ -154,9 +217,13 @@ def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, reco
     t0 = time.perf_counter()
     model, tokenizer = _load(model_dir, model_cfg)
     rows = io.read_jsonl(records)
-    moments = load_moments(stats_npz, [int(x) for x in hparams["layers"]], model_dir)
+    layers = [int(x) for x in hparams["layers"]]
+    moments = load_moments(stats_npz, layers, model_dir) if stats_npz else None
+    cached = load_projections(projections, layers) if projections else None
+    precomputed = load_residual_head(residuals, rows, model_dir) if residuals else None
     t_load = time.perf_counter() - t0
-    result = run_edit(model, tokenizer, rows, moments, method, hparams, seed, _add_bos(model_cfg))
+    result = run_edit(model, tokenizer, rows, moments, method, hparams, seed, _add_bos(model_cfg),
+                      projections=cached, residuals=precomputed)
     arch = arch_for(model)
     io.save_torch(out_deltas, {
         "method": method,
@@ -175,33 +242,89 @@ def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, reco
         "templates": result.templates, "templates_sha256": io.sha256_json(result.templates),
         "iterations": result.iterations, "final_losses": result.losses,
         "timings": {"load_s": t_load, **result.timings,
-                    "residual_s_per_edit": result.timings["residuals_s"] / max(n, 1),
+                    "residual_s_per_edit": result.timings["residuals_s"] / max(result.timings.get("residuals_n", n), 1),
                     "total_s": time.perf_counter() - t0},
         "delta_norms": {int(layer): float(d.norm()) for layer, d in result.deltas.items()},
+        "info": result.info,
+        # Residual timings of a shared residual file are those of its whole batch.
+        "residuals_from": residuals,
         "library_versions": io.library_versions(),
     })
 
 
-def evaluate_model(model_dir: str, model_cfg: dict, records: str, prefixes: str, deltas: str | None,
-                   eval_cfg: dict, out_records: str, out_summary: str, labels: dict) -> None:
-    from massedit.architectures import arch_for
-    from massedit.editing.update import apply_deltas
-    from massedit.evaluation.counterfact import evaluate_records
+def null_space_projections(stats_npz: str, layers: list[int], threshold: float, out_pt: str, out_json: str,
+                           device: str = "cpu") -> None:
+    """AlphaEdit's projections P (d_ff × d_ff, fp32) per layer from cached statistics, with their ranks."""
+    from massedit.editing.alphaedit import null_space_projection, projection_rank
 
     t0 = time.perf_counter()
+    moments = load_moments(stats_npz, layers)
+    projections = {layer: null_space_projection(moments[layer].to(device), threshold).cpu() for layer in layers}
+    io.save_torch(out_pt, {"projections": projections, "threshold": threshold, "stats": stats_npz})
+    io.write_json(out_json, {
+        "layers": layers, "threshold": threshold, "ranks": {layer: projection_rank(p) for layer, p in projections.items()},
+        "stats_sha256": io.sha256_file(stats_npz), "wall_s": time.perf_counter() - t0,
+        "library_versions": io.library_versions(),
+    })
+
+
+def load_projections(path: str, layers: list[int]) -> dict:
+    import torch
+
+    saved = torch.load(path, weights_only=True)["projections"]
+    missing = [layer for layer in layers if layer not in saved]
+    if missing:
+        raise ValueError(f"{path}: no projection for layers {missing}")
+    return {layer: saved[layer] for layer in layers}
+
+
+def _evaluate(kind: str, model, tokenizer, rows: list[dict], prefixes: list[str], add_bos: bool, eval_cfg: dict,
+              model_cfg: dict) -> tuple[list[dict], dict]:
+    """The dataset kind's evaluation protocol (reference evaluation.md §3.2–§3.6)."""
+    batch_size = int(eval_cfg.get("batch_size", 32))
+    fluency = int(eval_cfg.get("fluency_max_new_tokens", 64))
+    paper = eval_cfg.get("preset", "paper") == "paper"
+    if kind == "zsre":
+        from massedit.evaluation.zsre import evaluate_zsre
+
+        # ZsRE ignores the prefixes (§2); the preset picks the authors' neighbourhood target rule.
+        return evaluate_zsre(model, tokenizer, rows, add_bos, batch_size,
+                             neighbor_target="paper" if paper else "clean",
+                             paper_rule=model_cfg.get("zsre_paper_rule"), prefixes=prefixes)
+    if kind == "wikirecent":
+        from massedit.evaluation.wikirecent import evaluate_wikirecent
+
+        return evaluate_wikirecent(model, tokenizer, rows, prefixes, add_bos, batch_size, fluency,
+                                   last_token_quirk=paper)
+    from massedit.evaluation.counterfact import evaluate_records
+
+    return evaluate_records(model, tokenizer, rows, prefixes, add_bos, batch_size=batch_size,
+                            fluency_max_new_tokens=fluency)
+
+
+def _edited_model(model_dir: str, model_cfg: dict, deltas: str | None):
+    from massedit.architectures import arch_for
+    from massedit.editing.update import apply_deltas
+
+    import torch
+
     model, tokenizer = _load(model_dir, model_cfg)
     if deltas:
         saved = torch.load(deltas, weights_only=True)
         if saved.get("model_fingerprint") not in (None, "unknown", _model_fingerprint(model_dir)):
             raise ValueError(f"{deltas}: the deltas were computed for other weights")
         apply_deltas(model, arch_for(model), saved["deltas"])
+    return model, tokenizer
+
+
+def evaluate_model(model_dir: str, model_cfg: dict, records: str, prefixes: str, deltas: str | None,
+                   eval_cfg: dict, out_records: str, out_summary: str, labels: dict) -> None:
+    t0 = time.perf_counter()
+    model, tokenizer = _edited_model(model_dir, model_cfg, deltas)
     rows = io.read_jsonl(records)
     prefix_data = io.read_json(prefixes)
-    per_record, summary = evaluate_records(
-        model, tokenizer, rows, prefix_data["prefixes"], _add_bos(model_cfg),
-        batch_size=int(eval_cfg.get("batch_size", 32)),
-        fluency_max_new_tokens=int(eval_cfg.get("fluency_max_new_tokens", 64)),
-    )
+    per_record, summary = _evaluate(labels.get("dataset_kind", "counterfact"), model, tokenizer, rows,
+                                    prefix_data["prefixes"], _add_bos(model_cfg), eval_cfg, model_cfg)
     io.write_jsonl(out_records, per_record)
     io.write_json(out_summary, {
         **labels, **summary, "prefix_len": prefix_data["prefix_len"], "prefix_seed": prefix_data["seed"],
@@ -212,10 +335,89 @@ def evaluate_model(model_dir: str, model_cfg: dict, records: str, prefixes: str,
     })
 
 
+def evaluate_general(model_dir: str, model_cfg: dict, deltas: str | None, tasks: dict[str, str],
+                     general_cfg: dict, eval_cfg: dict, out_json: str, labels: dict) -> None:
+    """General abilities (reference evaluation.md §3.9) of the unedited or edited model."""
+    from massedit.evaluation.general import evaluate_general as run
+
+    t0 = time.perf_counter()
+    model, tokenizer = _edited_model(model_dir, model_cfg, deltas)
+    paper = eval_cfg.get("preset", "paper") == "paper"
+    results = run(model, tokenizer, tasks, general_cfg.get("n_per_task"), _add_bos(model_cfg),
+                  batch_size=int(eval_cfg.get("batch_size", 32)), rte_polarity="paper" if paper else "clean",
+                  gen_len=int(general_cfg.get("gen_len", 5)))
+    io.write_json(out_json, {
+        **labels, "tasks": results, "settings": general_cfg, "deltas": deltas,
+        "wall_s": time.perf_counter() - t0, "library_versions": io.library_versions(),
+    })
+
+
 def make_tables(summaries: list[str], out_csv: str, out_md: str) -> None:
     from massedit.reporting import main_table, write_table
 
     write_table(main_table([io.read_json(p) for p in summaries]), out_csv, out_md)
+
+
+def compare_with_paper(summaries: list[str], misalignment: list[str], prefix_summaries: list[str], names: dict,
+                       out_long_csv: str, out_csv: str, out_md: str) -> None:
+    """Reproduced next to reported (reference evaluation.md §6.6): main table, Table 3 and Figure 5."""
+    import pandas as pd
+
+    from massedit.reporting import load_paper_numbers, reproduced_long, write_comparison
+
+    models, datasets = names["models"], names["datasets"]
+    parts = [reproduced_long([io.read_json(p) for p in summaries], models, datasets, table="main")]
+    if misalignment:
+        parts.append(reproduced_long([io.read_json(p) for p in misalignment], models, datasets, table="table3"))
+    if prefix_summaries:
+        parts.append(reproduced_long([io.read_json(p) for p in prefix_summaries], models, datasets,
+                                     table="figure5"))
+    write_comparison(load_paper_numbers(), pd.concat(parts, ignore_index=True), out_long_csv, out_csv, out_md)
+
+
+def misalignment_score(artefacts: str, labels: dict, tau: float, out_json: str) -> None:
+    """Table 3's score of one edit from its saved z-layer keys and residuals."""
+    from massedit.reporting import misalignment_record
+
+    io.write_json(out_json, {**labels, **misalignment_record(artefacts, tau=tau)})
+
+
+def misalignment_table(scores: list[str], out_csv: str, out_md: str) -> None:
+    import pandas as pd
+
+    rows = [io.read_json(p) for p in scores]
+    keep = ["model", "dataset", "method", "n_edits", "misalignment"]
+    table = pd.DataFrame(rows)[[k for k in keep if k in rows[0]]]
+    io.write_text(out_csv, table.to_csv(index=False))
+    io.write_text(out_md, table.to_markdown(index=False) + "\n")
+
+
+def plot_prefix_robustness(summaries: list[str], names: dict, n_edits: int, out_png: str) -> None:
+    from massedit.reporting import load_paper_numbers, plot_prefix_robustness as plot
+
+    plot([io.read_json(p) for p in summaries], out_png, paper=load_paper_numbers(), model_names=names["models"],
+         n_edits=n_edits)
+
+
+def plot_facts_per_subject(summaries: list[str], facts: list[int], out_png: str) -> None:
+    from massedit.reporting import plot_facts_per_subject as plot
+
+    # A point edits every record of its subset up to the cap: its size is the number evaluated.
+    rows = [{**(summary := io.read_json(p)), "facts_per_subject": int(f), "n_edits": summary["n_records"]}
+            for p, f in zip(summaries, facts)]
+    plot(rows, out_png)
+
+
+def plot_general_ability(results: list[str], out_png: str) -> None:
+    from massedit.reporting import plot_general_ability as plot
+
+    rows = []
+    for path in results:
+        data = io.read_json(path)
+        for task, scores in data["tasks"].items():
+            rows.append({"model": data["model"], "dataset": data["dataset"], "method": data["method"], "task": task,
+                         **{k: scores.get(k) for k in ("f1", "f1_new", "mcc")}})
+    plot(rows, out_png)
 
 
 def plot_scaling(summaries: list[str], out_png: str) -> None:

@@ -5,10 +5,13 @@ import re
 from pathlib import Path
 
 from massedit import config as mc
+from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams
 
 
 # Fills the schema's defaults into `config` in place; every error names the offending key path.
 mc.validate(config, Path(workflow.basedir) / "config" / "schema.yaml")
+# The facts-per-subject analysis edits derived datasets (<dataset>-fps<N>); they are ordinary datasets from here on.
+mc.add_derived_datasets(config)
 
 
 wildcard_constraints:
@@ -109,10 +112,49 @@ def local_model_source(wildcards):
     return sorted(str(p) for p in directory.iterdir() if p.is_file())
 
 
+def selection_source(wildcards):
+    """select_edits reads the known facts when the dataset asks for the filter, else the whole dataset."""
+    if mc.dataset_spec(config, wildcards.dataset).get("keep_known", False):
+        return {
+            "records": fill(rules.filter_known.output.records, wildcards),
+            "known_manifest": fill(rules.filter_known.output.manifest, wildcards),
+        }
+    return {"records": fill(rules.prepare_dataset.output.records, wildcards)}
+
+
 def stats_for_method(wildcards):
-    """The statistics file covering the method's layer set for this model (shared across methods)."""
+    """The statistics file covering the method's layer set for this model (shared across methods); FT uses none."""
+    if wildcards.method in mc.NO_STATS_METHODS:
+        return []
     return rules.compute_layer_stats.output.npz.format(
         **mc.stats_wildcards(config, wildcards.model, wildcards.method)
+    )
+
+
+def residual_source_n(model, dataset, method, n):
+    """The batch whose residual file serves the batch of n: the largest batch of the same model, dataset and
+    method anywhere in the config, when batches are the first n records (a seeded sample is not a prefix)."""
+    if mc.dataset_spec(config, dataset).get("select", "first") != "first":
+        return n
+    cells = mc.grid(config) + [c for name in mc.ANALYSES for c in mc.analysis_cells(config, name)]
+    return max([n] + [c.n for c in cells if (c.model, c.dataset, c.method) == (model, dataset, method)])
+
+
+def shared_residuals(wildcards):
+    """The residual file (possibly of a larger batch) that edit_model slices, for methods that share one."""
+    if wildcards.method not in SHAREABLE_RESIDUALS:
+        return []
+    n = residual_source_n(wildcards.model, wildcards.dataset, wildcards.method, int(wildcards.n))
+    return rules.optimise_residuals.output.residuals.format(**{**dict(wildcards.items()), "n": n})
+
+
+def projections_for_method(wildcards):
+    """AlphaEdit's cached null-space projections for its layer set and threshold."""
+    if wildcards.method != "alphaedit":
+        return []
+    hp = mc.resolve_hparams(config, wildcards.method, wildcards.model)
+    return rules.null_space_projections.output.pt.format(
+        **mc.stats_wildcards(config, wildcards.model, wildcards.method), threshold=hp["nullspace_threshold"]
     )
 
 
@@ -135,3 +177,55 @@ def grid_summaries(wildcards):
         rules.evaluate_model.output.summary.format(**cell._asdict())
         for cell in mc.grid(config)
     ]
+
+
+def cell_path(pattern, cells, **extra):
+    return [pattern.format(**cell._asdict(), **extra) for cell in cells]
+
+
+def analysis_summaries(name):
+    return cell_path(rules.evaluate_model.output.summary, mc.analysis_cells(config, name))
+
+
+def prefix_robustness_summaries(wildcards=None):
+    spec = config["analyses"].get("prefix_robustness")
+    if not spec:
+        return []
+    return [
+        path
+        for length in spec["prefix_lens"]
+        for path in cell_path(rules.evaluate_prefix_length.output.summary, mc.analysis_cells(config, "prefix_robustness"),
+                              prefix_len=length)
+    ]
+
+
+def misalignment_scores(wildcards=None):
+    return cell_path(rules.misalignment_score.output.json, mc.analysis_cells(config, "misalignment"))
+
+
+def general_results(wildcards=None):
+    return cell_path(rules.evaluate_general.output.json, mc.analysis_cells(config, "general_abilities"))
+
+
+def fps_summaries(wildcards=None):
+    return analysis_summaries("facts_per_subject")
+
+
+def fps_values():
+    """N of each facts-per-subject summary, in the order of fps_summaries."""
+    return [int(cell.dataset.rpartition("-fps")[2]) for cell in mc.analysis_cells(config, "facts_per_subject")]
+
+
+def analysis_targets(wildcards):
+    """The tables and figures of the analyses the config asks for."""
+    analyses = config["analyses"]
+    targets = []
+    if analyses.get("misalignment") and misalignment_scores():
+        targets += rules.make_table3.output
+    if analyses.get("prefix_robustness"):
+        targets += rules.plot_prefix_robustness.output
+    if analyses.get("facts_per_subject"):
+        targets += rules.plot_facts_per_subject.output
+    if analyses.get("general_abilities"):
+        targets += rules.plot_general_ability.output
+    return targets

@@ -4,6 +4,8 @@
 # A download and a format conversion: cheap, and it needs the network, which compute nodes often lack.
 localrules:
     prepare_dataset,
+    prepare_general_task,
+    select_edits,
 
 
 rule prepare_dataset:
@@ -27,20 +29,40 @@ rule prepare_dataset:
         "../scripts/prepare_dataset.py"
 
 
-# The optional known-fact filter needs the model, so edit batches are per model.
-rule select_edits:
+rule prepare_general_task:
+    output:
+        json="resources/general/{task}.json",
+        manifest="resources/general/{task}.manifest.json",
+    wildcard_constraints:
+        task=r"sst2|mrpc|cola|rte|mmlu|nli",
+    params:
+        mirror_dir=config["mirror_dir"],
+        download_dir=mc.DOWNLOAD_DIR,
+        subdir=config["evaluation"]["general"]["dir"],
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=30,
+    log:
+        "logs/prepare_general_task/{task}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/prepare_general_task.py"
+
+
+# The optional known-fact filter needs the model: once per model x dataset, before any batch is chosen.
+rule filter_known:
     input:
         records=rules.prepare_dataset.output.records,
         model=rules.acquire_model.output.hf,
     output:
-        records="resources/edits/{model}/{dataset}/n{n}/records.jsonl",
-        manifest="resources/edits/{model}/{dataset}/n{n}/manifest.json",
+        records="resources/known/{model}/{dataset}/records.jsonl",
+        manifest="resources/known/{model}/{dataset}/manifest.json",
     params:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
-        dataset_spec=lambda wildcards: mc.dataset_spec(config, wildcards.dataset),
-        seed=config["seed"],
     threads: TORCH_THREADS
-    # The known-fact filter scores the whole dataset with the model, so it asks for a GPU like evaluation.
+    # It scores the whole dataset with the model, so it asks for a GPU like evaluation.
     resources:
         gpu=1,
         gres=GPU_GRES,
@@ -48,6 +70,30 @@ rule select_edits:
         slurm_account=SLURM_ACCOUNT,
         mem_mb=model_mem_mb(4000, 1.5),
         runtime=model_runtime(30, 5),
+    log:
+        "logs/filter_known/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/filter_known/{model}/{dataset}.tsv"
+    conda:
+        "../envs/editing.yaml"
+    script:
+        "../scripts/filter_known.py"
+
+
+# Batches are per model because the known-fact filter is; choosing them is cheap.
+rule select_edits:
+    input:
+        unpack(selection_source),
+    output:
+        records="resources/edits/{model}/{dataset}/n{n}/records.jsonl",
+        manifest="resources/edits/{model}/{dataset}/n{n}/manifest.json",
+    params:
+        dataset_spec=lambda wildcards: mc.dataset_spec(config, wildcards.dataset),
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=10,
     log:
         "logs/select_edits/{model}/{dataset}/n{n}.log",
     benchmark:

@@ -2,11 +2,45 @@
 # change to one method's settings reruns only that method's edits and what follows from them.
 
 
+# The residual phase, once per model x dataset x method for the largest batch the config asks for; every
+# smaller batch of the same records takes its head (residual i never depends on a later record).
+rule optimise_residuals:
+    input:
+        model=rules.acquire_model.output.hf,
+        records=rules.select_edits.output.records,
+    output:
+        residuals="results/residuals/{model}/{dataset}/{method}/n{n}/residuals.pt",
+    wildcard_constraints:
+        method=mc.alternatives(SHAREABLE_RESIDUALS),
+    params:
+        hparams=lambda wildcards: residual_hparams(mc.resolve_hparams(config, wildcards.method, wildcards.model)),
+        model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
+        seed=config["seed"],
+    threads: TORCH_THREADS
+    resources:
+        gpu=1,
+        gres=GPU_GRES,
+        slurm_partition=GPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+        mem_mb=model_mem_mb(8000, 2),
+        runtime=model_runtime(30, 0.01, edits),
+    log:
+        "logs/optimise_residuals/{model}/{dataset}/{method}/n{n}.log",
+    benchmark:
+        "benchmarks/optimise_residuals/{model}/{dataset}/{method}/n{n}.tsv"
+    conda:
+        "../envs/editing.yaml"
+    script:
+        "../scripts/optimise_residuals.py"
+
+
 rule edit_model:
     input:
         model=rules.acquire_model.output.hf,
         records=rules.select_edits.output.records,
         stats=stats_for_method,
+        projections=projections_for_method,
+        residuals=shared_residuals,
     output:
         deltas="results/edits/{model}/{dataset}/{method}/n{n}/deltas.pt",
         artefacts="results/edits/{model}/{dataset}/{method}/n{n}/artefacts.npz",

@@ -37,3 +37,29 @@ rule compute_layer_stats:
         "../envs/model.yaml"
     script:
         "../scripts/compute_layer_stats.py"
+
+
+# AlphaEdit's null-space projections: one eigendecomposition of d_ff x d_ff per layer, cached next to the
+# statistics they come from and shared by every AlphaEdit edit of the model.
+rule null_space_projections:
+    input:
+        stats="resources/stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}.npz",
+    output:
+        pt="resources/projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.pt",
+        json="resources/projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.json",
+    wildcard_constraints:
+        threshold=r"[0-9.eE+-]+",
+    threads: TORCH_THREADS
+    resources:
+        gpu=1,
+        gres=GPU_GRES,
+        slurm_partition=GPU_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+        mem_mb=model_mem_mb(8000, 0.5),
+        runtime=60,
+    log:
+        "logs/null_space_projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.log",
+    conda:
+        "../envs/editing.yaml"
+    script:
+        "../scripts/null_space_projections.py"

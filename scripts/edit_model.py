@@ -4,13 +4,19 @@ import argparse
 from _wiring import console_logging, limit_threads, redirect_logs
 
 
-def main(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, stats_npz: str, seed: int,
-         out_deltas: str, out_artefacts: str, out_meta: str, threads: int = 1) -> None:
+def main(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, stats_npz: str | None, seed: int,
+         out_deltas: str, out_artefacts: str, out_meta: str, threads: int = 1, projections: str | None = None,
+         residuals: str | None = None) -> None:
     limit_threads(threads)
     from massedit import steps
 
     steps.edit_model(method, hparams, model_dir, model_cfg, records, stats_npz, seed, out_deltas, out_artefacts,
-                     out_meta)
+                     out_meta, projections, residuals)
+
+
+def _optional(value) -> str | None:
+    """A named input that an input function left empty arrives as an empty list."""
+    return value if isinstance(value, str) and value else None
 
 
 if "snakemake" in globals():
@@ -21,12 +27,14 @@ if "snakemake" in globals():
         snakemake.input.model,
         snakemake.params.model_cfg,
         snakemake.input.records,
-        snakemake.input.stats,
+        _optional(snakemake.input.get("stats")),
         snakemake.params.seed,
         snakemake.output.deltas,
         snakemake.output.artefacts,
         snakemake.output.meta,
         snakemake.threads,
+        _optional(snakemake.input.get("projections")),
+        _optional(snakemake.input.get("residuals")),
     )
 elif __name__ == "__main__":
     from massedit import config as mc

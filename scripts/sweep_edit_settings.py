@@ -70,11 +70,11 @@ step, spreading = RESIDUAL_STEPS[args.method]
 hs = []
 for i, record in enumerate(records):
     result = step(ctx, i, build_edit_prompts(tok, groups, record, False))
-    ctx.residuals.append(result.delta)
+    ctx.add(result.delta)
     hs.append(result.h)
     print(f"edit {i}: {result.iterations} passes, losses {({k: round(v, 3) for k, v in result.losses.items()})}, "
           f"|r|={result.delta.norm():.1f} |h|={result.h.norm():.1f}", flush=True)
-Z = torch.stack(hs) + torch.stack(ctx.residuals)
+Z = torch.stack(hs) + ctx.residuals
 rewrite = [(r["prompt"].format(r["subject"]), r["target_new"]) for r in records]
 paraphrase = [(p, r["target_new"]) for r in records for p in r["paraphrase_prompts"]]
 print("| layers | λ | Eff. | Gen. |\n|---|---:|---:|---:|")

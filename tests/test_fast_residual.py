@@ -48,7 +48,7 @@ def _compare(model, prompts, z_layer, delta, per_row=False):
     return full, fast, fast_forward
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma3_text"])
 @pytest.mark.parametrize("style,bos", [("gpt2", False), ("gpt2", True), ("llama", False), ("llama", True)])
 @pytest.mark.parametrize("z_layer", [0, 2, 3])
 def test_fast_forward_equals_full(arch, style, bos, z_layer):

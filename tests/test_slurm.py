@@ -36,9 +36,9 @@ SHIPPED = ROOT / "config" / "config.yaml"
 # The paper grid, once it exists, is checked the same way.
 CONFIGS = [p for p in (SHIPPED, ROOT / "config" / "paper.yaml") if p.exists()]
 
-GPU_RULES = {"select_edits", "compute_layer_stats", "edit_model", "evaluate_model"}
+GPU_RULES = {"filter_known", "compute_layer_stats", "edit_model", "evaluate_model"}
 MODEL_RULES = GPU_RULES | {"acquire_model", "generate_eval_prefixes"}
-LOCAL_RULES = {"all", "prepare_dataset", "make_tables", "plot_scaling"}
+LOCAL_RULES = {"all", "prepare_dataset", "select_edits", "make_tables", "plot_scaling"}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CLUSTER_RUN_TIMEOUT = 900
 

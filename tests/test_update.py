@@ -68,3 +68,23 @@ def test_two_layer_spreading_reaches_targets_and_is_reversible():
     apply_deltas(model, arch, deltas, sign=-1.0)
     for layer in (0, 1):
         assert torch.allclose(model.model.layers[layer].mlp.down_proj.weight, original[layer], atol=1e-6)
+
+
+def test_blocked_closed_form_equals_one_block_and_least_squares():
+    """Accumulating KKᵀ and R(A⁻¹K)ᵀ over blocks of edits gives the one-block answer, which is the ridge
+    least-squares solution min Σ‖ΔW k_i − r_i‖² + λ tr(ΔW C ΔWᵀ)."""
+    from massedit.editing.update import closed_form_delta
+
+    g = torch.Generator().manual_seed(3)
+    d_ff, d, n, lam = 12, 5, 29, 0.7
+    X = torch.randn(d_ff, 40, generator=g, dtype=torch.float64)
+    C = X @ X.T / 40
+    K = torch.randn(d_ff, n, generator=g).float()
+    R = torch.randn(d, n, generator=g).float()
+    whole = closed_form_delta(C, K, R, lam, block=n)
+    for block in (1, 4, 7):
+        assert torch.allclose(closed_form_delta(C, K, R, lam, block=block), whole, rtol=1e-10, atol=1e-12)
+    # Normal equations of the ridge problem, solved independently: ΔW (λC + KKᵀ) = R Kᵀ.
+    Kd, Rd = K.double(), R.double()
+    expected = torch.linalg.solve((lam * C + Kd @ Kd.T).T, (Rd @ Kd.T).T).T
+    assert torch.allclose(whole, expected, rtol=1e-8, atol=1e-10)

@@ -130,8 +130,9 @@ def test_one_eamet_hyperparameter_reruns_only_eamet(finished_run):
     output = snakemake(workdir, configfile, "-n", "--cores", "1")
     planned = job_counts(output)
     planned.pop("all", None)
-    assert planned == {"edit_model": len(N_EDITS), "evaluate_model": len(N_EDITS),
-                       "make_tables": 1, "plot_scaling": 1}, planned
+    # One residual file (the largest batch) serves both batch sizes.
+    assert planned == {"optimise_residuals": 1, "edit_model": len(N_EDITS), "evaluate_model": len(N_EDITS),
+                       "make_tables": 1, "plot_scaling": 1, "compare_with_paper": 1}, planned
     jobs = planned_jobs(output)
     assert {job["wildcards"].get("method") for job in jobs if job["rule"] in ("edit_model", "evaluate_model")} \
         == {"eamet"}
@@ -142,9 +143,9 @@ def test_quickstart_config_dry_run(tmp_path):
     """The shipped config plans the expected jobs; one statistics file serves both methods."""
     output = snakemake(tmp_path, ROOT / "config" / "config.yaml", "-n", "--cores", "1")
     assert job_counts(output) == {
-        "acquire_model": 1, "prepare_dataset": 1, "select_edits": 2, "compute_layer_stats": 1,
-        "generate_eval_prefixes": 1, "edit_model": 4, "evaluate_model": 6, "make_tables": 1,
-        "plot_scaling": 1, "all": 1,
+        "acquire_model": 1, "prepare_dataset": 1, "filter_known": 1, "select_edits": 2, "compute_layer_stats": 1,
+        "generate_eval_prefixes": 1, "optimise_residuals": 2, "edit_model": 4, "evaluate_model": 6,
+        "make_tables": 1, "plot_scaling": 1, "compare_with_paper": 1, "all": 1,
     }
     stats = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["stats"]
     expected = f"resources/stats/smollm2-135m/model-sample/L3-4_d{stats['n_docs']}_t{stats['maxlen']}_float32.npz"

@@ -11,6 +11,7 @@ Common spec keys:
                 ``subject_counts`` for Figure 6 are in massedit.datasets.grouping
 ``keep_known``  bool, accepted for every kind and recorded in the manifest; the filter itself needs the
                 model and runs in a later stage (select_edits)
+``at_most``     bool: a batch of n takes all records when fewer than n exist (select_edits)
 ``select``      ``first`` (default: the first n records in file order) or ``sample`` (a seeded sample,
                 kept in file order), applied by select_edits with the config's seed
 
@@ -35,7 +36,7 @@ REGISTRY: dict[str, ModuleType] = {
     "zsre": zsre,
     "wikirecent": wikirecent,
 }
-COMMON_KEYS = frozenset({"kind", "keep_known", "select"})
+COMMON_KEYS = frozenset({"kind", "keep_known", "select", "at_most"})
 
 __all__ = [
     "REGISTRY", "prepare_dataset", "validate_record", "validate_records", "select_records",

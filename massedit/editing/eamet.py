@@ -30,7 +30,8 @@ def optimise_residual(
     previous: torch.Tensor,
     hp: dict,
 ) -> ResidualResult:
-    """Optimise δ_i for one edit given the earlier residuals ``previous`` (i, d) and s = S^k[i, :i]."""
+    """Optimise δ_i for one edit given the earlier residuals ``previous`` (i, d) and s = S^k[i, :i]. Only the
+    directions of the earlier residuals matter, so ``previous`` may hold their unit vectors."""
     d = model.config.hidden_size
     delta = torch.zeros(d, requires_grad=True)
     state: dict = {"h": None}

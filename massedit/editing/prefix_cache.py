@@ -23,7 +23,7 @@ from massedit.editing import hooks
 
 # Model types whose decoder layers take (hidden, attention_mask, position_embeddings, cache) and whose
 # embedding is a plain lookup; each is checked against the full forward in tests/test_fast_residual.py.
-FAST_TYPES = ("llama", "mistral", "qwen2")
+FAST_TYPES = ("llama", "mistral", "qwen2", "gemma3_text")
 _ATTENTION = ("eager", "sdpa")  # both take an additive float mask of shape (B, 1, Q, K)
 
 
@@ -54,6 +54,7 @@ def unsupported_reason(model, arch, width: int) -> str | None:
     # A window only matters once a query can see past it; the masks built here are plain causal.
     if any(w < width for w in _sliding_windows(config)):
         return f"sliding-window attention narrower than the {width}-token inputs"
+    # Gemma 3 keeps one RoPE per attention type (a dict); the others a single one.
     rope_type = str(getattr(_base(model, arch).rotary_emb, "rope_type", "default"))
     # These rescale with the longest position in the pass, which differs between the two paths.
     if "dynamic" in rope_type or rope_type == "longrope":
@@ -161,10 +162,15 @@ class PrefixCachedForward:
         """``layers`` in order on ``hidden`` (B, Q, d) at absolute ``positions`` (B or 1, Q)."""
         if not layers:
             return hidden
-        position_embeddings = self.rotary(hidden, positions)
-        for layer in layers:
+        # Gemma 3 rotates sliding and full attention layers with their own RoPE.
+        types = [getattr(getattr(layer, "self_attn", None), "layer_type", None) for layer in layers]
+        if isinstance(getattr(self.rotary, "rope_type", None), dict):
+            tables = {t: self.rotary(hidden, positions, t) for t in set(types)}
+        else:
+            tables = dict.fromkeys(set(types), self.rotary(hidden, positions))
+        for layer, layer_type in zip(layers, types):
             hidden = layer(hidden, attention_mask=mask, position_ids=positions,
-                           position_embeddings=position_embeddings, cache=cache)
+                           position_embeddings=tables[layer_type], cache=cache)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         return hidden
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from massedit.architectures import arch_for
 from massedit.editing import alphaedit, batched, eamet, ft, memit, pmet, rome
 from massedit.editing.keys import compute_keys
+from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams  # noqa: F401 (re-exported)
 from massedit.editing.residual import EditPrompts, ResidualResult, build_edit_prompts
 from massedit.editing.update import apply_multilayer_update
 from massedit.templates import context_templates
@@ -33,16 +34,31 @@ class ResidualContext:
     z_layer: int
     hp: dict
     z_keys: torch.Tensor  # (n, d_ff) z-layer keys of the unedited model
-    residuals: list[torch.Tensor] = field(default_factory=list)  # final r_j of the edits already optimised
+    # Final r_j of the edits already optimised, and their unit vectors, in preallocated (n, d) buffers: edit i
+    # reads rows :i as views, so nothing grows or is copied with n (issue "Speed", item 5).
+    residuals: torch.Tensor = field(init=False)
+    unit_residuals: torch.Tensor = field(init=False)
+    unit_keys: torch.Tensor = field(init=False)
+    done: int = 0
+
+    def __post_init__(self):
+        n, d = self.z_keys.shape[0], self.model.config.hidden_size
+        self.residuals = torch.zeros(n, d)
+        self.unit_residuals = torch.zeros(n, d)
+        self.unit_keys = torch.nn.functional.normalize(self.z_keys.float(), dim=1)
+
+    def add(self, delta: torch.Tensor) -> None:
+        self.residuals[self.done] = delta
+        self.unit_residuals[self.done] = torch.nn.functional.normalize(delta.float(), dim=0)
+        self.done += 1
 
 
 def _eamet_step(ctx: ResidualContext, i: int, prompts: EditPrompts) -> ResidualResult:
-    previous = torch.stack(ctx.residuals) if ctx.residuals else torch.zeros(0, ctx.model.config.hidden_size)
     return eamet.optimise_residual(
         ctx.model, ctx.arch, prompts, ctx.z_layer,
         key_norm=ctx.z_keys[i].norm().item(),
-        similarities=eamet.key_similarities(ctx.z_keys, i),
-        previous=previous,
+        similarities=ctx.unit_keys[:i] @ ctx.unit_keys[i],
+        previous=ctx.unit_residuals[:i],
         hp=ctx.hp,
     )
 
@@ -132,6 +148,14 @@ class Residuals:
     losses: list[dict]
     timings: dict
 
+    def head(self, n: int) -> "Residuals":
+        """The first n edits. Each residual depends only on its own record and the earlier ones (EAMET) or on
+        its record alone, so these are the residuals a batch of the first n records computes."""
+        if n > len(self.iterations):
+            raise ValueError(f"asked for the first {n} residuals of {len(self.iterations)}")
+        return Residuals(self.templates, self.z_keys[:n], self.residuals[:n], self.h[:n], self.iterations[:n],
+                         self.losses[:n], dict(self.timings))
+
 
 def method_spec(method: str) -> Method:
     """The registry entry; an unknown name lists the available ones."""
@@ -194,17 +218,19 @@ def compute_residuals(
                 for i, result in zip(block, spec.block_step(ctx, block, [prompts[i] for i in block])):
                     results[i] = result
                 bar.update(len(block))
-        ctx.residuals.extend(r.delta for r in results)
+        for r in results:
+            ctx.add(r.delta)
     else:
         results = []
         for i, record in enumerate(tqdm(records, desc=f"{method} residuals", disable=not progress)):
             result = spec.step(ctx, i, build_edit_prompts(tokenizer, groups, record, add_bos, essence, prompt_build))
-            ctx.residuals.append(result.delta)
+            ctx.add(result.delta)
             results.append(result)
     timings["residuals_s"] = time.perf_counter() - t0
+    timings["residuals_n"] = len(records)  # the edits residuals_s covers (more than a batch sliced from it)
     # CPU seconds of this process: a fairer comparison than wall time on a machine shared with other jobs.
     timings["residuals_cpu_s"] = time.process_time() - cpu0
-    return Residuals(groups, z_keys, torch.stack(ctx.residuals), torch.stack([r.h for r in results]),
+    return Residuals(groups, z_keys, ctx.residuals, torch.stack([r.h for r in results]),
                      [r.iterations for r in results], [r.losses for r in results], timings)
 
 
@@ -219,11 +245,13 @@ def run_edit(
     add_bos: bool,
     progress: bool = True,
     projections: dict[int, torch.Tensor] | None = None,
+    residuals: Residuals | None = None,
 ) -> EditResult:
     """Edit ``records`` into ``model`` in one batch (method.md §2.8, §3.5). The model is changed in place.
 
     ``moments`` are the second moments C per layer (FT needs none; AlphaEdit none for layers whose null-space
-    projector is given in ``projections``, as the workflow caches them)."""
+    projector is given in ``projections``, as the workflow caches them). ``residuals`` computed beforehand
+    (``compute_residuals`` on the same records, hyperparameters and seed) skip the residual phase."""
     spec = method_spec(method)
     moments = moments or {}
     if spec.update == "ft":
@@ -236,7 +264,9 @@ def run_edit(
         raise ValueError(f"statistics lack layers {missing}")
     if spec.update == "rome":
         return _run_rome(model, tokenizer, records, moments, hp, seed, add_bos, progress)
-    res = compute_residuals(model, tokenizer, records, method, hp, seed, add_bos, progress)
+    res = residuals or compute_residuals(model, tokenizer, records, method, hp, seed, add_bos, progress)
+    if len(res.iterations) != len(records):
+        raise ValueError(f"{len(res.iterations)} residuals for {len(records)} records")
     timings, info = dict(res.timings), {}
     arch = arch_for(model)
     Z = res.h + res.residuals

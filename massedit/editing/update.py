@@ -11,20 +11,34 @@ from massedit.architectures import add_to_down_proj
 from massedit.editing.keys import compute_keys
 
 
-def closed_form_delta(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float) -> torch.Tensor:
+# Edits per block of the closed form: fp64 copies of K and R exist for one block at a time.
+SOLVE_BLOCK = 8192
+
+
+def closed_form_delta(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float,
+                      block: int = SOLVE_BLOCK) -> torch.Tensor:
     """ΔW = R (A⁻¹ K)ᵀ with A = λC + K Kᵀ, via a Cholesky factorisation in fp64 (eq. 5).
 
-    Minimises Σ_i ‖ΔW k_i − r_i‖² + λ tr(ΔW C ΔWᵀ). Shapes: C (d_ff, d_ff), K (d_ff, n), R (d, n).
+    Minimises Σ_i ‖ΔW k_i − r_i‖² + λ tr(ΔW C ΔWᵀ). Shapes: C (d_ff, d_ff), K (d_ff, n), R (d, n), in any
+    float dtype. K Kᵀ and R (A⁻¹K)ᵀ are sums over edits, accumulated ``block`` edits at a time, so beyond
+    the d_ff² of A the memory is that of one block whatever n (100,000 edits fit where 10,000 do).
     """
-    C, K, R = C.double(), K.double(), R.double()
-    A = lam * C + K @ K.T
+    n = K.shape[1]
+    A = lam * C.double()
+    for start in range(0, n, block):
+        Kb = K[:, start : start + block].double()
+        A.addmm_(Kb, Kb.T)
     factor, info = torch.linalg.cholesky_ex(A)
     if info.item() != 0:
         raise ValueError(
             f"λC + KKᵀ is not positive definite (λ={lam}); the statistics may be degenerate or λ too small"
         )
-    adj = torch.cholesky_solve(K, factor)  # A⁻¹ K, no explicit inverse
-    return R @ adj.T
+    del A
+    delta = torch.zeros(R.shape[0], K.shape[0], dtype=torch.float64, device=factor.device)
+    for start in range(0, n, block):
+        adj = torch.cholesky_solve(K[:, start : start + block].double(), factor)  # A⁻¹ K_b, no explicit inverse
+        delta.addmm_(R[:, start : start + block].double(), adj.T)
+    return delta
 
 
 def spread(remaining: torch.Tensor, layers_left: int, rule: str = "linear") -> torch.Tensor:
@@ -63,9 +77,10 @@ def apply_multilayer_update(
 
     ``output`` is the z-layer module whose output ``Z`` targets: "block" (MEMIT, EAMET, AlphaEdit) or
     "mlp_down" (PMET's MLP-output targets). ``solver(j, layer, K, R) -> ΔW`` replaces the closed form of
-    eq. (5) (AlphaEdit's projected solve); K is (d_ff, n) and R (d, n), both fp64. Without a solver,
-    ``moments`` and ``lambdas`` give eq. (5).
+    eq. (5) (AlphaEdit's projected solve); it gets K (d_ff, n) and R (d, n) in fp64. Without a solver,
+    ``moments`` and ``lambdas`` give eq. (5), which takes K in fp32 and converts it block by block.
     """
+    custom = solver is not None
     if solver is None:
         solver = lambda j, layer, K, R: closed_form_delta(moments[layer], K, R, float(lambdas[j]))  # noqa: E731
     deltas: dict[int, torch.Tensor] = {}
@@ -77,7 +92,9 @@ def apply_multilayer_update(
         ko = compute_keys(model, tokenizer, arch, records, groups, [layer], add_bos, output_layer=z_layer,
                           batch_size=batch_size, output_module=output)
         timings["keys_s"] += time.perf_counter() - t0
-        K = ko.keys[layer].double().T  # (d_ff, n)
+        K = ko.keys[layer].T  # (d_ff, n)
+        if custom:
+            K = K.double()
         R = spread(target - ko.outputs.double().T, m - j, spreading)
         t0 = time.perf_counter()
         delta = solver(j, layer, K, R)
