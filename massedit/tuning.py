@@ -101,7 +101,10 @@ def selection(config: dict, tune: dict | None = None) -> dict:
         "n_edits": int(tune["n_edits"]),
         "pick": tune["pick"],
         "pick_seed": int(config.get("seed", 0)),
-        "evaluated_n_edits": sorted(int(n) for n in config["grid"]["n_edits"]),
+        # every batch size any grid block edits on the tune dataset
+        "evaluated_n_edits": sorted({int(n) for g in [config["grid"], *config.get("extra_grids", [])]
+                                     if tune["dataset"] in g["datasets"] for n in g["n_edits"]}
+                                    or {int(n) for n in config["grid"]["n_edits"]}),
         "select": config["datasets"][tune["dataset"]].get("select", "first"),
         "select_seed": int(config.get("seed", 0)),
     }
