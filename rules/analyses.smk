@@ -21,9 +21,9 @@ rule evaluate_prefix_length:
         labels=lambda wildcards: mc.labels(
             config, wildcards.model, wildcards.dataset, wildcards.method, wildcards.n
         ),
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,
@@ -53,9 +53,9 @@ rule evaluate_general:
         labels=lambda wildcards: mc.labels(
             config, wildcards.model, wildcards.dataset, wildcards.method, wildcards.n
         ),
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,

@@ -61,10 +61,10 @@ rule filter_known:
         manifest="resources/known/{model}/{dataset}/manifest.json",
     params:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     # It scores the whole dataset with the model, so it asks for a GPU like evaluation.
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,

@@ -16,9 +16,9 @@ rule optimise_residuals:
         hparams=lambda wildcards: residual_hparams(mc.resolve_hparams(config, wildcards.method, wildcards.model)),
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         seed=config["seed"],
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,
@@ -51,12 +51,12 @@ rule edit_model:
         hparams=lambda wildcards: mc.resolve_hparams(config, wildcards.method, wildcards.model),
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         seed=config["seed"],
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     # An edit and its evaluation share one submission (and GPU allocation) on a cluster.
     group: "edit_and_evaluate"
     # About 0.3 s of residual optimisation per edit and billion parameters, doubled for slack.
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,

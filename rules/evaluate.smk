@@ -10,10 +10,10 @@ rule generate_eval_prefixes:
     params:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         n_prefixes=config["evaluation"]["n_prefixes"],
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     # Ten short generations: the model's loading dominates, so no GPU is asked for.
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         slurm_partition=CPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,
         mem_mb=model_mem_mb(4000, 1.5),
@@ -44,10 +44,10 @@ rule evaluate_model:
         labels=lambda wildcards: mc.labels(
             config, wildcards.model, wildcards.dataset, wildcards.method, wildcards.n
         ),
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     group: "edit_and_evaluate"
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,

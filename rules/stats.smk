@@ -18,11 +18,11 @@ rule compute_layer_stats:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         corpus_spec=lambda wildcards: mc.corpus_spec(config, wildcards.corpus),
         seed=lambda wildcards: mc.stats_settings(config, wildcards.model)["seed"],
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     # Time grows with the tokens pushed through the model: about 1e-6 GPU minutes per token and billion
     # parameters, doubled for slack.
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,
@@ -49,9 +49,9 @@ rule null_space_projections:
         json="resources/projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.json",
     wildcard_constraints:
         threshold=r"[0-9.eE+-]+",
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,

@@ -56,11 +56,11 @@ rule tune_method:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         dataset_spec=mc.dataset_spec(config, TUNE["dataset"]),
         seed=config["seed"],
-    threads: TORCH_THREADS
+    threads: MODEL_THREADS
     # The known-fact filter scores the whole dataset (as select_edits, about 5 minutes per billion
     # parameters); then about 0.05 minutes per unit of tune_work and billion parameters, with slack.
     resources:
-        gpu=1,
+        gpu=GPU_SLOT,
         gres=GPU_GRES,
         slurm_partition=GPU_PARTITION,
         slurm_account=SLURM_ACCOUNT,
