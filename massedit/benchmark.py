@@ -679,7 +679,8 @@ def _edit_prompt_sizes(ctx: Context, records: list[dict], groups, hp: dict) -> l
 
 def residual_rows(ctx: Context, method: str, hp: dict, fast=None, fast_memory=None,
                   tol: float = 1e-4) -> list[dict]:
-    """Residual optimisation the straightforward way (``forward: full``, ``batch_edits: 1``) and the fast
+    """Residual optimisation the straightforward way (``forward: straightforward``: the whole model and the
+    LM head at every position, every iteration, one edit at a time) and the fast
     way (``hp`` as resolved with ``forward: fast``: for the independent methods ``batch_edits`` blocks);
     s/edit, floor, peak memory, the speed-up and whether the residuals agree. ``fast`` reuses a fast run
     (``Residuals``) already made, with its peak memory."""
@@ -689,7 +690,8 @@ def residual_rows(ctx: Context, method: str, hp: dict, fast=None, fast_memory=No
     runs: dict[str, tuple] = {}
     if fast is not None:
         runs["fast"] = (fast, fast_memory)
-    modes = {"straightforward": {**hp, "forward": "full", "batch_edits": 1}, "fast": {**hp, "forward": "fast"}}
+    modes = {"straightforward": {**hp, "forward": "straightforward", "batch_edits": 1},
+             "fast": {**hp, "forward": "fast"}}
     for mode, mode_hp in modes.items():
         if mode in runs:
             continue

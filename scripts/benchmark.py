@@ -40,6 +40,9 @@ parser.add_argument("--stats-dtype", choices=sorted(STATS_DTYPES),
 parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 parser.add_argument("--residuals-only", action="store_true", help="same as --phases residuals")
 parser.add_argument("--out-dir", default="results/benchmarks")
+parser.add_argument("--scaling", metavar="N,N,...",
+                    help="time and peak memory of the phases that grow with the number of edits, at these n, on "
+                         "random data of the model's shapes (massedit/scaling.py), instead of the phases")
 parser.add_argument("--markdown", metavar="CSV", help="print CSV's rows as the README's markdown table and exit")
 args = parser.parse_args()
 
@@ -51,6 +54,20 @@ if args.threads:
 
     torch.set_num_threads(args.threads)
 cfg = mc.load_config(args.configfile)
+if args.scaling:
+    import json
+
+    from massedit import scaling
+
+    model_dir = args.model_dir or f"resources/models/{args.model}/hf"
+    shape = json.loads((Path(model_dir) / "config.json").read_text())
+    d, d_ff = shape["hidden_size"], shape["intermediate_size"]
+    rows = scaling.run([int(n) for n in args.scaling.split(",")], d, d_ff, args.device)
+    # their own directory, so latest.csv keeps the phase benchmark
+    recorder = benchmark.Recorder(Path(args.out_dir) / "scaling", benchmark.machine_info(args.device))
+    recorder.add(*rows)
+    print(benchmark.markdown_table(rows))
+    sys.exit(0)
 if args.model not in cfg["models"]:
     parser.error(f"--model {args.model!r} is not in {args.configfile}; models: {', '.join(cfg['models'])}")
 methods = [m for m in args.methods.split(",") if m]

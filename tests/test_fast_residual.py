@@ -167,3 +167,19 @@ def test_unknown_mode_is_rejected():
     prompts = build_edit_prompts(tok, GROUPS, RECORD, False)
     with pytest.raises(ValueError, match="forward"):
         make_forward(model, arch_for(model), prompts, 0, "quick")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_straightforward_forward_equals_full(arch):
+    """The benchmark's reference (LM head and softmax at every position) gives the same values and gradient."""
+    tok = tiny_tokenizer("gpt2")
+    model = _model(arch, tok)
+    prompts = build_edit_prompts(tok, GROUPS, RECORD, False)
+    delta = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    arch_spec = arch_for(model)
+    full = _run(make_forward(model, arch_spec, prompts, 1, "full"), delta, False)
+    plain = _run(make_forward(model, arch_spec, prompts, 1, "straightforward"), delta, False)
+    for a, b in zip(plain, full):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="forward must be"):
+        make_forward(model, arch_spec, prompts, 1, "quick")

@@ -90,16 +90,24 @@ def score(model, prompts: EditPrompts, target_hidden: torch.Tensor, essence_hidd
 
 
 def forward_with_delta(
-    model, arch, prompts: EditPrompts, z_layer: int, delta: Callable[[torch.Tensor], torch.Tensor]
+    model, arch, prompts: EditPrompts, z_layer: int, delta: Callable[[torch.Tensor], torch.Tensor],
+    all_logits: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the target tokens (P, T) and the essence prompt's next-token log-distribution at the
     subject's last token (V,), with ``delta`` added to block ``z_layer``'s output at the subject's last
-    token of every row. The whole model runs on every position; the LM head only where scored."""
+    token of every row. The whole model runs on every position; the LM head only where scored, or with
+    ``all_logits`` at every position and normalised there, as the authors' code does (the benchmark's
+    straightforward reference; same values)."""
     rows = torch.arange(prompts.input_ids.shape[0])
     block = get_module(model, arch.block.format(z_layer))
     with hooks.hooks(hooks.add_at_positions(block, rows, prompts.subject_cols, delta)):
         hidden = model.base_model(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).last_hidden_state
     n_rw = prompts.n_rewrite
+    if all_logits:
+        logp = torch.log_softmax(output_logits(model, hidden).float(), dim=-1)  # (rows, W, V)
+        index = prompts.target_ids.to(logp.device).view(1, -1, 1).expand(n_rw, -1, 1)
+        target_logp = logp[torch.arange(n_rw).unsqueeze(1), prompts.target_cols].gather(2, index).squeeze(2)
+        return target_logp, logp[n_rw, prompts.subject_cols[n_rw]]
     target_hidden = hidden[torch.arange(n_rw).unsqueeze(1), prompts.target_cols]  # (P, T, d)
     essence_hidden = hidden[n_rw, prompts.subject_cols[n_rw]]
     return score(model, prompts, target_hidden, essence_hidden)
@@ -113,13 +121,15 @@ def make_forward(model, arch, prompts: EditPrompts, z_layer: int, mode: str = "f
     """The residual step's forward for one edit: ``forward(delta) -> (target_logp, essence_logp)``.
 
     ``mode`` is the hyperparameter ``forward``: "full" runs the whole model at every iteration
-    (``forward_with_delta``); "fast" (the default) computes what δ cannot change once
-    (``massedit.editing.prefix_cache``) and falls back to "full" where that path is not supported.
+    (``forward_with_delta``); "straightforward" also applies the LM head at every position, as the authors'
+    code does; "fast" (the default) computes what δ cannot change once (``massedit.editing.prefix_cache``)
+    and falls back to "full" where that path is not supported. All three give the same residuals.
     """
-    if mode == "full":
-        return functools.partial(forward_with_delta, model, arch, prompts, z_layer)
+    if mode in ("full", "straightforward"):
+        return functools.partial(forward_with_delta, model, arch, prompts, z_layer,
+                                 all_logits=mode == "straightforward")
     if mode != "fast":
-        raise ValueError(f"forward must be 'fast' or 'full', not {mode!r}")
+        raise ValueError(f"forward must be 'fast', 'full' or 'straightforward', not {mode!r}")
     from massedit.editing import prefix_cache
 
     reason = prefix_cache.unsupported_reason(model, arch, prompts.input_ids.shape[1])
