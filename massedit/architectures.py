@@ -142,6 +142,14 @@ def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
         raise LookupError(f"{type(model).__name__} has no module {name!r}: {err}") from None
 
 
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Device of the input embeddings: where input ids must go (also for device-mapped models)."""
+    try:
+        return model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return next(model.parameters()).device
+
+
 def num_layers(model: torch.nn.Module) -> int:
     """Number of transformer blocks, counted from the module tree (config field names vary)."""
     return len(get_module(model, arch_for(model).layers))

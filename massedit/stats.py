@@ -11,7 +11,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from massedit.architectures import get_module
+from massedit.architectures import get_module, input_device
 from massedit.editing import hooks
 from massedit.tokens import bos_prefix, encode_text, length_sorted_batches, pad_right
 
@@ -32,7 +32,8 @@ def second_moments(
     progress: bool = True,
 ) -> tuple[dict[int, torch.Tensor], int, dict]:
     """Return (sum of k kᵀ per layer, token count, info). Documents are tokenised one by one (no packing),
-    truncated to ``maxlen`` tokens and batched by length so padding stays small."""
+    truncated to ``maxlen`` tokens and batched by length so padding stays small. The sums stay on the
+    device the keys are computed on (the model's)."""
     if dtype not in DTYPES:
         raise ValueError(f"stats dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     acc_dtype = DTYPES[dtype]
@@ -44,9 +45,11 @@ def second_moments(
     count = 0
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     deepest = max(layers)
+    device = input_device(model)
     batches = length_sorted_batches([len(s) for s in sequences], max_items=len(sequences), max_tokens=batch_tokens)
     for batch in tqdm(batches, desc="statistics", disable=not progress):
         ids, mask = pad_right([sequences[i] for i in batch], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
         captured = {layer: [] for layer in layers}
         factories = [hooks.capture_inputs(get_module(model, arch.mlp_down.format(l)), captured[l]) for l in layers]
         factories.append(hooks.stop_after(get_module(model, arch.block.format(deepest))))

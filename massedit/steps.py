@@ -29,10 +29,25 @@ def _model_fingerprint(model_dir: str) -> str:
     return io.sha256_json(weights) if weights else "unknown"
 
 
+def _device(model_cfg: dict) -> str:
+    """The model setting ``device`` resolved: "auto" is CUDA when available, else the CPU."""
+    import torch
+
+    device = model_cfg.get("device", "auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("model setting device: cuda, but no CUDA device is available (use auto or cpu)")
+    return device
+
+
 def _load(model_dir: str, model_cfg: dict):
+    """The model on the configured device (``device``, default "auto"), and its tokenizer."""
     from massedit.models import load_model
 
-    return load_model(model_dir, dtype=model_cfg.get("dtype", "float32"))
+    device = _device(model_cfg)
+    log.info("loading %s on %s", model_dir, device)
+    return load_model(model_dir, dtype=model_cfg.get("dtype", "float32"), device=device)
 
 
 def _add_bos(model_cfg: dict) -> bool:
@@ -40,7 +55,8 @@ def _add_bos(model_cfg: dict) -> bool:
 
 
 def load_moments(stats_npz: str, layers: list[int], model_dir: str | None = None) -> dict[int, torch.Tensor]:
-    """C_ℓ = sum/count in fp64 for ``layers``, checked against the sidecar (layers present, same model)."""
+    """C_ℓ = sum/count in fp64 for ``layers``, checked against the sidecar (layers present, same model); on
+    the CPU (the solves move them to the keys' device)."""
     import torch
 
     data = np.load(stats_npz)
@@ -146,7 +162,7 @@ def compute_stats(model_dir: str, model_cfg: dict, layers: list[int], corpus_nam
                                        int(stats_cfg["maxlen"]), add_bos, stats_cfg.get("dtype", "float32"),
                                        int(stats_cfg.get("batch_tokens", 4096)))
     io.save_npz(out_npz, layers=np.array(sorted(layers)), count=np.array(count),
-                **{f"sum_{layer}": sums[layer].numpy() for layer in layers})
+                **{f"sum_{layer}": sums[layer].cpu().numpy() for layer in layers})
     tokenizer_file = Path(model_dir) / "tokenizer.json"
     io.write_json(out_json, {
         "layers": sorted(layers), "n_tokens": count, "corpus": corpus_name, "corpus_provenance": provenance,
@@ -182,7 +198,7 @@ def optimise_residuals(method: str, hparams: dict, model_dir: str, model_cfg: di
     io.save_torch(out_pt, {
         "method": method, "hparams": hparams, "seed": seed, "case_ids": [r["case_id"] for r in rows],
         "ordered_ids_sha256": ordered_ids_hash(rows), "model_fingerprint": _model_fingerprint(model_dir),
-        "templates": res.templates, "z_keys": res.z_keys, "residuals": res.residuals, "h": res.h,
+        "templates": res.templates, "z_keys": res.z_keys.cpu(), "residuals": res.residuals.cpu(), "h": res.h.cpu(),
         "iterations": res.iterations, "losses": res.losses, "timings": res.timings,
     })
 
@@ -193,7 +209,7 @@ def load_residual_head(path: str, rows: list[dict], model_dir: str):
 
     from massedit.editing.run import Residuals
 
-    saved = torch.load(path, weights_only=True)
+    saved = torch.load(path, weights_only=True, map_location="cpu")
     ids = [r["case_id"] for r in rows]
     if saved["case_ids"][: len(ids)] != ids:
         raise ValueError(f"{path}: its records do not start with the {len(ids)} records being edited")
@@ -227,13 +243,13 @@ def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, reco
     arch = arch_for(model)
     io.save_torch(out_deltas, {
         "method": method,
-        "deltas": {int(layer): delta for layer, delta in result.deltas.items()},
+        "deltas": {int(layer): delta.cpu() for layer, delta in result.deltas.items()},
         "modules": {int(layer): arch.mlp_down.format(layer) for layer in result.deltas},
         "model_fingerprint": _model_fingerprint(model_dir),
     })
     io.save_npz(out_artefacts, case_ids=np.array([str(r["case_id"]) for r in rows]),
-                z_keys=result.z_keys.numpy(), residuals=result.residuals.numpy(), h=result.h.numpy(),
-                iterations=np.array(result.iterations))
+                z_keys=result.z_keys.cpu().numpy(), residuals=result.residuals.cpu().numpy(),
+                h=result.h.cpu().numpy(), iterations=np.array(result.iterations))
     n = len(rows)
     io.write_json(out_meta, {
         "method": method, "hparams": hparams, "seed": seed, "n_edits": n, "bos": _add_bos(model_cfg),
@@ -271,7 +287,7 @@ def null_space_projections(stats_npz: str, layers: list[int], threshold: float, 
 def load_projections(path: str, layers: list[int]) -> dict:
     import torch
 
-    saved = torch.load(path, weights_only=True)["projections"]
+    saved = torch.load(path, weights_only=True, map_location="cpu")["projections"]
     missing = [layer for layer in layers if layer not in saved]
     if missing:
         raise ValueError(f"{path}: no projection for layers {missing}")
@@ -310,7 +326,7 @@ def _edited_model(model_dir: str, model_cfg: dict, deltas: str | None):
 
     model, tokenizer = _load(model_dir, model_cfg)
     if deltas:
-        saved = torch.load(deltas, weights_only=True)
+        saved = torch.load(deltas, weights_only=True, map_location="cpu")
         if saved.get("model_fingerprint") not in (None, "unknown", _model_fingerprint(model_dir)):
             raise ValueError(f"{deltas}: the deltas were computed for other weights")
         apply_deltas(model, arch_for(model), saved["deltas"])

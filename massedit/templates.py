@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from massedit.architectures import input_device
 from massedit.tokens import bos_prefix, encode_text
 
 EAMET_TEMPLATE_SEEDS = ["The", "Therefore", "Because", "I", "You", "However", "Also", "Nevertheless", "He",
@@ -30,6 +31,7 @@ def sample_continuations(
 ) -> list[str]:
     """Continue each seed text by sampling; return the decoded texts, seed included, special tokens skipped."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = input_device(model)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     texts: list[str] = []
@@ -38,8 +40,8 @@ def sample_continuations(
             chunk = [bos_prefix(tokenizer, add_bos) + encode_text(tokenizer, s) for s in seeds[start : start + batch_size]]
             width = max(len(c) for c in chunk)
             # left padding, so every row continues right after its own text
-            ids = torch.tensor([[pad_id] * (width - len(c)) + c for c in chunk])
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
+            ids = torch.tensor([[pad_id] * (width - len(c)) + c for c in chunk], device=device)
+            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -49,7 +51,7 @@ def sample_continuations(
                 top_p=top_p,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
-            )
+            ).cpu()
             texts.extend(tokenizer.decode(row[width - len(c) :], skip_special_tokens=True) for row, c in zip(out, chunk))
     finally:
         torch.random.set_rng_state(generator_state)

@@ -449,11 +449,10 @@ def tune_model(method: str, model_name: str, base_hp: dict, grid: dict, selectio
     ``selection``: ``n_edits`` (tune edits), ``pick`` and ``pick_seed``, and the evaluated batches to keep
     clear of: ``evaluated_n_edits``, ``select`` and ``select_seed``."""
     from massedit import io
-    from massedit.models import load_model
-    from massedit.steps import _model_fingerprint, load_moments
+    from massedit.steps import _load, _model_fingerprint, load_moments
 
     t0 = time.perf_counter()
-    model, tokenizer = load_model(model_dir, dtype=model_cfg.get("dtype", "float32"))
+    model, tokenizer = _load(model_dir, model_cfg)
     add_bos = bool(model_cfg.get("bos", False))
     rows = io.read_jsonl(records)
     n_candidates = len(rows)

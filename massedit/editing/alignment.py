@@ -20,7 +20,7 @@ def residual_cosines(delta: torch.Tensor, previous: torch.Tensor) -> torch.Tenso
     r = torch.nn.functional.normalize(previous, dim=1)
     norm = delta.norm()
     if norm == 0:
-        return torch.zeros(previous.shape[0], dtype=delta.dtype)
+        return torch.zeros(previous.shape[0], dtype=delta.dtype, device=delta.device)
     return r @ (delta / norm)
 
 

@@ -44,12 +44,13 @@ def projection_rank(projection: torch.Tensor) -> int:
 def alphaedit_delta(P: torch.Tensor, K: torch.Tensor, R: torch.Tensor, l2: float,
                     accumulated: torch.Tensor | None = None, dtype: str = "float32") -> torch.Tensor:
     """ΔW (d, d_ff) = Xᵀ with (P(KKᵀ + C_acc) + α I) X = P K Rᵀ (eq. 11), solved by LU in ``dtype``.
-    Shapes: P (d_ff, d_ff), K (d_ff, n), R (d, n), C_acc (d_ff, d_ff) or None."""
+    Shapes: P (d_ff, d_ff), K (d_ff, n), R (d, n), C_acc (d_ff, d_ff) or None. The solve runs on K's
+    device (the model's): P, R and C_acc are moved there."""
     if dtype not in _DTYPES:
         raise ValueError(f"alphaedit_solve_dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
     t = _DTYPES[dtype]
-    device = P.device
-    P, K, R = P.to(t), K.to(device=device, dtype=t), R.to(device=device, dtype=t)
+    device = K.device
+    P, K, R = P.to(device=device, dtype=t), K.to(t), R.to(device=device, dtype=t)
     gram = K @ K.T
     if accumulated is not None:
         gram = gram + accumulated.to(device=device, dtype=t)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from massedit.architectures import input_device
 from massedit.editing.alignment import kl_alignment, residual_cosines, topm_mse_alignment
 from massedit.editing.residual import (
     EditPrompts,
@@ -31,9 +32,12 @@ def optimise_residual(
     hp: dict,
 ) -> ResidualResult:
     """Optimise δ_i for one edit given the earlier residuals ``previous`` (i, d) and s = S^k[i, :i]. Only the
-    directions of the earlier residuals matter, so ``previous`` may hold their unit vectors."""
+    directions of the earlier residuals matter, so ``previous`` may hold their unit vectors. δ lives on the
+    model's device; the result (δ and h) is returned on the CPU."""
     d = model.config.hidden_size
-    delta = torch.zeros(d, requires_grad=True)
+    device = input_device(model)
+    delta = torch.zeros(d, requires_grad=True, device=device)
+    similarities, previous = similarities.to(device), previous.to(device)
     state: dict = {"h": None}
     threshold = float(hp.get("init_norm_threshold", 100.0))
 
@@ -89,4 +93,4 @@ def optimise_residual(
         loss.backward()
         optimiser.step()
         clamp_norm_(delta, radius)
-    return ResidualResult(delta.detach().clone(), state["h"], iterations, losses)
+    return ResidualResult(delta.detach().cpu().clone(), state["h"], iterations, losses)

@@ -71,10 +71,11 @@ def add_at_positions(
 
     def hook(_module, _args, output):
         hidden = _hidden(output)
-        current = hidden[rows, cols]
+        r, c = rows.to(hidden.device), cols.to(hidden.device)
+        current = hidden[r, c]
         add = delta(current)
         hidden = hidden.clone()
-        hidden[rows, cols] = current + add.to(device=hidden.device, dtype=hidden.dtype)
+        hidden[r, c] = current + add.to(device=hidden.device, dtype=hidden.dtype)
         return _replace_hidden(output, hidden)
 
     return lambda: module.register_forward_hook(hook)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from massedit.architectures import get_module
+from massedit.architectures import get_module, input_device
 from massedit.editing import hooks
 from massedit.tokens import Encoded, encode_prompt, length_sorted_batches, pad_right
 
@@ -57,13 +57,15 @@ def compute_keys(
 
     The bare prompt must be the first template of the first group. Every (record, template) pair is
     one sequence; sequences are batched by length and the forward stops after the deepest module read.
+    Keys and outputs are returned on the device they are computed on (the model's).
     """
     if groups[0][0] != "{}":
         raise ValueError("the first context template must be the bare prompt '{}'")
     n_templates = sum(len(g) for g in groups)
     encoded = [enc for record in records for enc in encode_contexts(tokenizer, groups, record, add_bos)]
+    device = input_device(model)
     weights = torch.tensor(
-        [1.0 / (len(groups) * len(g)) for g in groups for _ in g], dtype=torch.float32
+        [1.0 / (len(groups) * len(g)) for g in groups for _ in g], dtype=torch.float32, device=device
     )  # per-template weight of eq. (1)
 
     deepest = max(layers + ([output_layer] if output_layer is not None else []))
@@ -72,8 +74,9 @@ def compute_keys(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for batch in length_sorted_batches([len(e.ids) for e in encoded], batch_size):
         ids, mask = pad_right([encoded[i].ids for i in batch], pad_id)
-        rows = torch.arange(len(batch))
-        cols = torch.tensor([encoded[i].subject_last for i in batch])
+        ids, mask = ids.to(device), mask.to(device)
+        rows = torch.arange(len(batch), device=device)
+        cols = torch.tensor([encoded[i].subject_last for i in batch], device=device)
         captured = {layer: [] for layer in layers}
         block_out: list = []
         factories = [hooks.capture_inputs(get_module(model, arch.mlp_down.format(l)), captured[l]) for l in layers]
@@ -83,18 +86,18 @@ def compute_keys(
         factories.append(hooks.stop_after(get_module(model, arch.block.format(deepest))))
         with hooks.hooks(*factories):
             hooks.run_until(model, input_ids=ids, attention_mask=mask)
-        record_idx = torch.tensor([i // n_templates for i in batch])
-        template_idx = torch.tensor([i % n_templates for i in batch])
+        record_idx = torch.tensor([i // n_templates for i in batch], device=device)
+        template_idx = torch.tensor([i % n_templates for i in batch], device=device)
         w = weights[template_idx].unsqueeze(1)
         for layer in layers:
             vecs = captured[layer][0][rows, cols].float() * w
             if key_sums[layer] is None:
-                key_sums[layer] = torch.zeros(len(records), vecs.shape[1])
+                key_sums[layer] = torch.zeros(len(records), vecs.shape[1], device=vecs.device)
             key_sums[layer].index_add_(0, record_idx, vecs)
         if output_layer is not None:
             out = block_out[0][rows, cols].float()
             if outputs is None:
-                outputs = torch.zeros(len(records), out.shape[1])
+                outputs = torch.zeros(len(records), out.shape[1], device=out.device)
             bare = template_idx == 0
             outputs[record_idx[bare]] = out[bare]
     return KeysAndOutputs(keys=key_sums, outputs=outputs)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from massedit.architectures import input_device
 from massedit.editing.residual import (
     EditPrompts,
     ResidualResult,
@@ -15,7 +16,8 @@ from massedit.editing.residual import (
 
 def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict) -> ResidualResult:
     d = model.config.hidden_size
-    delta = torch.zeros(d, requires_grad=True)
+    device = input_device(model)  # δ lives on the model's device; the result is returned on the CPU
+    delta = torch.zeros(d, requires_grad=True, device=device)
     state: dict = {"h": None}
 
     def add_delta(current: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,7 @@ def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict)
         iterations += 1
         if it == 0:
             reference = essence_logp.detach()  # δ⁰ = 0: the clean model's distribution
-        h_norm = state["h"].norm()
+        h_norm = state["h"].norm().to(device)
         nll = nll_loss(target_logp)
         ess = essence_kl(essence_logp, reference)
         # ‖δ‖/‖h‖² with an unsquared numerator: the original code's weight decay (quirk 24)
@@ -49,4 +51,4 @@ def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict)
         loss.backward()
         optimiser.step()
         clamp_norm_(delta, float(hp["clamp_norm_factor"]) * h_norm.item())
-    return ResidualResult(delta.detach().clone(), state["h"], iterations, losses)
+    return ResidualResult(delta.detach().cpu().clone(), state["h"], iterations, losses)

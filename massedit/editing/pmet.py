@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from massedit.architectures import input_device
 from massedit.editing.batch_forward import BatchForward, stack_prompts
 from massedit.editing.residual import EditPrompts, ResidualResult, clamp_norm_
 
@@ -27,13 +28,15 @@ from massedit.editing.residual import EditPrompts, ResidualResult, clamp_norm_
 def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict) -> ResidualResult:
     """δ_mlp (the residual), a_mlp (as ``h``), the passes run and the final loss terms of one edit."""
     d = model.config.hidden_size
-    delta = {"attn": torch.zeros(d, requires_grad=True), "mlp": torch.zeros(d, requires_grad=True)}
+    device = input_device(model)  # δ lives on the model's device; the result is returned on the CPU
+    delta = {"attn": torch.zeros(d, requires_grad=True, device=device),
+             "mlp": torch.zeros(d, requires_grad=True, device=device)}
     init: dict[str, torch.Tensor] = {}
 
     def adder(name):
         def add(current: torch.Tensor) -> torch.Tensor:
             if name not in init:
-                init[name] = current[0].detach().float().cpu().clone()  # row 0: the bare prompt
+                init[name] = current[0].detach().float().to(device).clone()  # row 0: the bare prompt
             return delta[name]
         return add
 
@@ -70,4 +73,4 @@ def optimise_residual(model, arch, prompts: EditPrompts, z_layer: int, hp: dict)
         optimiser.step()
         for m in ("mlp", "attn"):
             clamp_norm_(delta[m], float(hp["clamp_norm_factor"]) * init[m].norm().item())
-    return ResidualResult(delta["mlp"].detach().clone(), init["mlp"], iterations, losses)
+    return ResidualResult(delta["mlp"].detach().cpu().clone(), init["mlp"].cpu(), iterations, losses)

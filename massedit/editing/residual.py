@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from massedit.architectures import get_module
+from massedit.architectures import get_module, input_device
 from massedit.editing import hooks
 from massedit.editing.keys import compose, flat_templates
 from massedit.tokens import bos_prefix, encode_prompt, encode_text, fill, pad_right, target_ids
@@ -98,18 +98,21 @@ def forward_with_delta(
     token of every row. The whole model runs on every position; the LM head only where scored, or with
     ``all_logits`` at every position and normalised there, as the authors' code does (the benchmark's
     straightforward reference; same values)."""
-    rows = torch.arange(prompts.input_ids.shape[0])
+    device = input_device(model)
+    rows = torch.arange(prompts.input_ids.shape[0], device=device)
+    subject_cols, target_cols = prompts.subject_cols.to(device), prompts.target_cols.to(device)
     block = get_module(model, arch.block.format(z_layer))
-    with hooks.hooks(hooks.add_at_positions(block, rows, prompts.subject_cols, delta)):
-        hidden = model.base_model(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).last_hidden_state
+    with hooks.hooks(hooks.add_at_positions(block, rows, subject_cols, delta)):
+        hidden = model.base_model(input_ids=prompts.input_ids.to(device),
+                                  attention_mask=prompts.attention_mask.to(device)).last_hidden_state
     n_rw = prompts.n_rewrite
     if all_logits:
         logp = torch.log_softmax(output_logits(model, hidden).float(), dim=-1)  # (rows, W, V)
         index = prompts.target_ids.to(logp.device).view(1, -1, 1).expand(n_rw, -1, 1)
-        target_logp = logp[torch.arange(n_rw).unsqueeze(1), prompts.target_cols].gather(2, index).squeeze(2)
-        return target_logp, logp[n_rw, prompts.subject_cols[n_rw]]
-    target_hidden = hidden[torch.arange(n_rw).unsqueeze(1), prompts.target_cols]  # (P, T, d)
-    essence_hidden = hidden[n_rw, prompts.subject_cols[n_rw]]
+        target_logp = logp[rows[:n_rw].unsqueeze(1), target_cols].gather(2, index).squeeze(2)
+        return target_logp, logp[n_rw, subject_cols[n_rw]]
+    target_hidden = hidden[rows[:n_rw].unsqueeze(1), target_cols]  # (P, T, d)
+    essence_hidden = hidden[n_rw, subject_cols[n_rw]]
     return score(model, prompts, target_hidden, essence_hidden)
 
 

@@ -95,14 +95,15 @@ def run(model, tokenizer, records: list[dict], moment: torch.Tensor, hp: dict, g
         k_star = keys
     else:
         raise ValueError(f"rome_map_key must be 'bare' or 'average', not {map_key!r}")
-    directions = keys.double().T
+    directions = keys.double().T  # on the keys' device (the model's), as is the rest of the update
     if hp.get("mom2_adjustment", True):
-        directions = torch.linalg.solve(moment.double(), directions)  # C⁻¹ k̄, all edits at once
+        # C⁻¹ k̄, all edits at once
+        directions = torch.linalg.solve(moment.to(device=directions.device, dtype=torch.float64), directions)
     timings["keys_s"] = time.perf_counter() - t0
 
     module = get_module(model, arch.name("mlp_down", layer))
     weight = module.weight
-    total = torch.zeros(model.config.hidden_size, keys.shape[1], dtype=torch.float64)
+    total = torch.zeros(model.config.hidden_size, keys.shape[1], dtype=torch.float64, device=directions.device)
     deltas_r, hs, iterations, losses = [], [], [], []
     essence = hp.get("essence_prompt", "{} is a")
     t_res = t_solve = 0.0
@@ -118,8 +119,8 @@ def run(model, tokenizer, records: list[dict], moment: torch.Tensor, hp: dict, g
         t_res += time.perf_counter() - t0
         t0 = time.perf_counter()
         with torch.no_grad():  # W k* + bias with the current weights
-            current = module(k_star[i].to(device=weight.device, dtype=weight.dtype)).double().cpu()
-        update = rank_one_delta(directions[:, i], k_star[i], (h + delta).double() - current)
+            current = module(k_star[i].to(device=weight.device, dtype=weight.dtype)).double().to(directions.device)
+        update = rank_one_delta(directions[:, i], k_star[i], (h + delta).double().to(directions.device) - current)
         add_to_down_proj(model, arch, layer, update)
         total += update
         t_solve += time.perf_counter() - t0
@@ -128,5 +129,5 @@ def run(model, tokenizer, records: list[dict], moment: torch.Tensor, hp: dict, g
         iterations.append(its)
         losses.append(loss)
     timings.update(residuals_s=t_res, solve_s=t_solve)
-    return RomeResult({layer: total.float()}, keys, torch.stack(deltas_r), torch.stack(hs), iterations, losses,
+    return RomeResult({layer: total.float()}, keys.cpu(), torch.stack(deltas_r), torch.stack(hs), iterations, losses,
                       timings)

@@ -34,8 +34,8 @@ class ResidualContext:
     z_layer: int
     hp: dict
     z_keys: torch.Tensor  # (n, d_ff) z-layer keys of the unedited model
-    # Final r_j of the edits already optimised, and their unit vectors, in preallocated (n, d) buffers: edit i
-    # reads rows :i as views, so nothing grows or is copied with n (issue "Speed", item 5).
+    # Final r_j of the edits already optimised, and their unit vectors, in preallocated (n, d) buffers on the
+    # keys' device: edit i reads rows :i as views, so nothing grows or is copied with n (issue "Speed", item 5).
     residuals: torch.Tensor = field(init=False)
     unit_residuals: torch.Tensor = field(init=False)
     unit_keys: torch.Tensor = field(init=False)
@@ -43,11 +43,13 @@ class ResidualContext:
 
     def __post_init__(self):
         n, d = self.z_keys.shape[0], self.model.config.hidden_size
-        self.residuals = torch.zeros(n, d)
-        self.unit_residuals = torch.zeros(n, d)
+        device = self.z_keys.device
+        self.residuals = torch.zeros(n, d, device=device)
+        self.unit_residuals = torch.zeros(n, d, device=device)
         self.unit_keys = torch.nn.functional.normalize(self.z_keys.float(), dim=1)
 
     def add(self, delta: torch.Tensor) -> None:
+        delta = delta.to(self.residuals.device)
         self.residuals[self.done] = delta
         self.unit_residuals[self.done] = torch.nn.functional.normalize(delta.float(), dim=0)
         self.done += 1
@@ -138,7 +140,8 @@ def layer_lambdas(hp: dict) -> list[float]:
 
 @dataclass
 class Residuals:
-    """The residual phase of an edit (templates, z-layer keys, one residual per record), before any update."""
+    """The residual phase of an edit (templates, z-layer keys, one residual per record), before any update.
+    Its tensors are on the CPU."""
 
     templates: list[list[str]]
     z_keys: torch.Tensor  # (n, d_ff)
@@ -230,7 +233,7 @@ def compute_residuals(
     timings["residuals_n"] = len(records)  # the edits residuals_s covers (more than a batch sliced from it)
     # CPU seconds of this process: a fairer comparison than wall time on a machine shared with other jobs.
     timings["residuals_cpu_s"] = time.process_time() - cpu0
-    return Residuals(groups, z_keys, ctx.residuals, torch.stack([r.h for r in results]),
+    return Residuals(groups, z_keys.cpu(), ctx.residuals.cpu(), torch.stack([r.h.cpu() for r in results]),
                      [r.iterations for r in results], [r.losses for r in results], timings)
 
 

@@ -22,9 +22,10 @@ def closed_form_delta(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: fl
     Minimises Σ_i ‖ΔW k_i − r_i‖² + λ tr(ΔW C ΔWᵀ). Shapes: C (d_ff, d_ff), K (d_ff, n), R (d, n), in any
     float dtype. K Kᵀ and R (A⁻¹K)ᵀ are sums over edits, accumulated ``block`` edits at a time, so beyond
     the d_ff² of A the memory is that of one block whatever n (100,000 edits fit where 10,000 do).
+    The solve runs on K's device (the model's): C and R are moved there; ΔW is returned there.
     """
     n = K.shape[1]
-    A = lam * C.double()
+    A = lam * C.to(device=K.device, dtype=torch.float64)
     for start in range(0, n, block):
         Kb = K[:, start : start + block].double()
         A.addmm_(Kb, Kb.T)
@@ -37,7 +38,7 @@ def closed_form_delta(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: fl
     delta = torch.zeros(R.shape[0], K.shape[0], dtype=torch.float64, device=factor.device)
     for start in range(0, n, block):
         adj = torch.cholesky_solve(K[:, start : start + block].double(), factor)  # A⁻¹ K_b, no explicit inverse
-        delta.addmm_(R[:, start : start + block].double(), adj.T)
+        delta.addmm_(R[:, start : start + block].to(device=factor.device, dtype=torch.float64), adj.T)
     return delta
 
 
@@ -73,7 +74,7 @@ def apply_multilayer_update(
 ) -> tuple[dict[int, torch.Tensor], dict]:
     """Edit ``layers`` in ascending order, each with keys and z-layer outputs recomputed on the current
     weights (earlier layers already updated). ``Z`` is (n, d). Applies the update to the model in place
-    and returns ΔW per layer as (d, d_ff) fp32, plus timings.
+    and returns ΔW per layer as (d, d_ff) fp32 on the keys' device (the model's), plus timings.
 
     ``output`` is the z-layer module whose output ``Z`` targets: "block" (MEMIT, EAMET, AlphaEdit) or
     "mlp_down" (PMET's MLP-output targets). ``solver(j, layer, K, R) -> ΔW`` replaces the closed form of
@@ -85,7 +86,7 @@ def apply_multilayer_update(
         solver = lambda j, layer, K, R: closed_form_delta(moments[layer], K, R, float(lambdas[j]))  # noqa: E731
     deltas: dict[int, torch.Tensor] = {}
     timings = {"keys_s": 0.0, "solve_s": 0.0}
-    target = Z.double().T  # (d, n)
+    target = Z.double().T  # (d, n); moved to the device of the outputs it is compared with
     m = len(layers)
     for j, layer in enumerate(sorted(layers)):
         t0 = time.perf_counter()
@@ -95,7 +96,8 @@ def apply_multilayer_update(
         K = ko.keys[layer].T  # (d_ff, n)
         if custom:
             K = K.double()
-        R = spread(target - ko.outputs.double().T, m - j, spreading)
+        outputs = ko.outputs.double().T
+        R = spread(target.to(outputs.device) - outputs, m - j, spreading)
         t0 = time.perf_counter()
         delta = solver(j, layer, K, R)
         timings["solve_s"] += time.perf_counter() - t0

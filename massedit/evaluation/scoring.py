@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from massedit.architectures import input_device
 from massedit.tokens import encode_plain, target_ids
 
 
@@ -36,14 +37,6 @@ class TargetScore:
         self.exact = all(self.argmax_correct)
         self.nll = -sum(self.logprobs) / len(self.logprobs)
         self.prob = math.exp(-self.nll)
-
-
-def input_device(model) -> torch.device:
-    """Device of the input embeddings (where input ids must go, also for device-mapped models)."""
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device
 
 
 def pad_id(tokenizer) -> int:
