@@ -40,7 +40,8 @@ def save_png(fig, out_png: str, dpi: int = 120) -> None:
     plt = pyplot()
     try:
         with io.atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
+            # "tight" grows the canvas to whatever the titles need (a long suptitle over one narrow panel).
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
 
