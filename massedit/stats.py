@@ -15,7 +15,27 @@ from massedit.architectures import get_module, input_device
 from massedit.editing import hooks
 from massedit.tokens import bos_prefix, encode_text, length_sorted_batches, pad_right
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# stats dtype -> (dtype of the matrix products, dtype of the running sum). "bfloat16" is the GPU setting:
+# products in half precision, each over at most HALF_CHUNK tokens, summed in fp32 (bfloat16 keeps fp32's
+# exponent range, so no product overflows; float16 would).
+DTYPES = {
+    "float32": (torch.float32, torch.float32),
+    "float64": (torch.float64, torch.float64),
+    "bfloat16": (torch.bfloat16, torch.float32),
+}
+HALF_CHUNK = 1024
+
+
+def _outer(k: torch.Tensor, mm_dtype: torch.dtype, acc_dtype: torch.dtype) -> torch.Tensor:
+    """kᵀk in ``acc_dtype``, computed in ``mm_dtype`` (chunked over tokens when that is narrower)."""
+    if mm_dtype == acc_dtype:
+        k = k.to(acc_dtype)
+        return k.T @ k
+    total = torch.zeros(k.shape[1], k.shape[1], dtype=acc_dtype, device=k.device)
+    for start in range(0, k.shape[0], HALF_CHUNK):
+        part = k[start : start + HALF_CHUNK].to(mm_dtype)
+        total += (part.T @ part).to(acc_dtype)
+    return total
 
 
 @torch.no_grad()
@@ -36,7 +56,7 @@ def second_moments(
     device the keys are computed on (the model's)."""
     if dtype not in DTYPES:
         raise ValueError(f"stats dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
-    acc_dtype = DTYPES[dtype]
+    mm_dtype, acc_dtype = DTYPES[dtype]
     t0 = time.perf_counter()
     bos = bos_prefix(tokenizer, add_bos)
     sequences = [(bos + encode_text(tokenizer, doc))[:maxlen] for doc in documents]
@@ -57,8 +77,8 @@ def second_moments(
             hooks.run_until(model, input_ids=ids, attention_mask=mask)
         keep = mask.bool()
         for layer in layers:
-            k = captured[layer][0][keep].to(acc_dtype)  # padding removed with the attention mask
-            outer = k.T @ k
+            # padding removed with the attention mask
+            outer = _outer(captured[layer][0][keep], mm_dtype, acc_dtype)
             sums[layer] = outer if sums[layer] is None else sums[layer] + outer
         count += int(keep.sum())
     info = {"n_documents": len(sequences), "n_tokens": count, "wall_s": time.perf_counter() - t0,

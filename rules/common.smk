@@ -24,7 +24,7 @@ wildcard_constraints:
     layers=r"[0-9]+(-[0-9]+)*",
     n_docs=r"[0-9]+",
     maxlen=r"[0-9]+",
-    dtype=r"float32|float64",
+    dtype=r"float32|float64|bfloat16",
     prefix_len=r"[0-9]+",
     seed=r"[0-9]+",
 
