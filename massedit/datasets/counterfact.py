@@ -18,12 +18,11 @@ Dataset spec (``kind: counterfact``):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from massedit.io import read_json
 
 from .grouping import apply_subject_filters
-from .records import record_error, validate_record
+from .records import field_getter, record_error, validate_record
 from .sources import resolve_source
 
 SPEC_KEYS = frozenset({"schema", "source", "files", "dedup_subjects", "facts_per_subject"})
@@ -104,7 +103,7 @@ def load_memit(path: str | Path) -> list[dict]:
         raise ValueError(f"{where}: expected a JSON list of records, got {type(data).__name__}")
     out = []
     for i, raw in enumerate(data):
-        get = _getter(raw, where, i)
+        get = field_getter(raw, where, i)
         true_obj = get("requested_rewrite.target_true.str", str)
         rec = {
             "case_id": get("case_id", int),
@@ -133,7 +132,7 @@ def load_easyedit(paths: list[str | Path]) -> list[dict]:
         if not isinstance(data, list):
             raise ValueError(f"{where}: expected a JSON list of records, got {type(data).__name__}")
         for i, raw in enumerate(data):
-            get = _getter(raw, where, i)
+            get = field_getter(raw, where, i)
             case_id, subject, prompt = get("case_id", int), get("subject", str), get("prompt", str)
             if not subject:
                 raise record_error(where, i, case_id, "subject", "empty")
@@ -160,27 +159,3 @@ def load_easyedit(paths: list[str | Path]) -> list[dict]:
             out.append(validate_record(rec, where, i))
     out.sort(key=lambda r: r["case_id"])
     return out
-
-
-def _getter(raw: Any, where: str, index: int):
-    """Field access by dotted path that fails with file, record and field named."""
-    case_id = raw.get("case_id") if isinstance(raw, dict) else None
-    if not isinstance(raw, dict):
-        raise record_error(where, index, case_id, "<record>", f"expected an object, got {type(raw).__name__}")
-
-    def get(dotted: str, kind: type, optional: bool = False):
-        value: Any = raw
-        for part in dotted.split("."):
-            if not isinstance(value, dict) or part not in value:
-                if optional:
-                    return None
-                raise record_error(where, index, case_id, dotted, "missing")
-            value = value[part]
-        if optional and value is None:
-            return None
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise record_error(where, index, case_id, dotted,
-                               f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return get
