@@ -23,7 +23,7 @@ from massedit.io import read_json
 
 from .grouping import apply_subject_filters
 from .records import field_getter, record_error, validate_record
-from .sources import resolve_source
+from .sources import resolve_named_source, resolve_source
 
 SPEC_KEYS = frozenset({"schema", "source", "files", "dedup_subjects", "facts_per_subject"})
 
@@ -76,12 +76,7 @@ def _load(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[d
         if "files" in spec:
             raise ValueError("counterfact spec: 'files' belongs to schema 'easyedit'; use 'source' for 'memit'")
         source = spec.get("source", DEFAULT_MEMIT_SOURCE)
-        if isinstance(source, str):
-            if source not in KNOWN_SOURCES:
-                raise ValueError(f"counterfact spec: unknown source name {source!r}; "
-                                 f"known: {sorted(KNOWN_SOURCES)}, or give a source spec")
-            source = KNOWN_SOURCES[source]
-        path, prov = resolve_source(source, mirror_dir, download_dir)
+        path, prov = resolve_named_source(source, KNOWN_SOURCES, "counterfact", mirror_dir, download_dir)
         return load_memit(path), [prov]
     if schema == "easyedit":
         if "source" in spec:

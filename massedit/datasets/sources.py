@@ -83,6 +83,17 @@ def resolve_source(spec: dict, mirror_dir: str | None, download_dir: str) -> tup
     )
 
 
+def resolve_named_source(source: str | dict, known: dict[str, dict], kind: str, mirror_dir: str | None,
+                         download_dir: str) -> tuple[Path, dict]:
+    """``resolve_source`` for a dataset spec's ``source``: a source spec, or the name of one in ``known``."""
+    if isinstance(source, str):
+        if source not in known:
+            raise ValueError(f"{kind} spec: unknown source name {source!r}; "
+                             f"known: {sorted(known)}, or give a source spec")
+        source = known[source]
+    return resolve_source(source, mirror_dir, download_dir)
+
+
 def _provenance(path: Path, origin: str, url: str | None, expected: str | None) -> dict:
     actual = sha256_file(path)
     _check(path, expected, actual)

@@ -32,7 +32,7 @@ from typing import Any
 from massedit.io import read_json
 
 from .records import field_getter, record_error, validate_record
-from .sources import resolve_source
+from .sources import resolve_named_source
 
 SPEC_KEYS = frozenset({"source"})
 
@@ -48,12 +48,7 @@ DEFAULT_SOURCE = "recent_test"
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
     """Resolve the spec's file and load it; return (records, [provenance])."""
     source = spec.get("source", DEFAULT_SOURCE)
-    if isinstance(source, str):
-        if source not in KNOWN_SOURCES:
-            raise ValueError(f"wikirecent spec: unknown source name {source!r}; "
-                             f"known: {sorted(KNOWN_SOURCES)}, or give a source spec")
-        source = KNOWN_SOURCES[source]
-    path, prov = resolve_source(source, mirror_dir, download_dir)
+    path, prov = resolve_named_source(source, KNOWN_SOURCES, "wikirecent", mirror_dir, download_dir)
     return load_wikirecent(path), [prov]
 
 

@@ -32,7 +32,7 @@ from massedit.io import read_json
 
 from .grouping import filter_facts_per_subject
 from .records import field_getter, record_error, validate_record
-from .sources import resolve_source
+from .sources import resolve_named_source
 
 SPEC_KEYS = frozenset({"source", "facts_per_subject"})
 
@@ -58,12 +58,7 @@ DEFAULT_SOURCE = "zsre_mend_eval"
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
     """Resolve the spec's file, load it and apply the facts-per-subject filter."""
     source = spec.get("source", DEFAULT_SOURCE)
-    if isinstance(source, str):
-        if source not in KNOWN_SOURCES:
-            raise ValueError(f"zsre spec: unknown source name {source!r}; "
-                             f"known: {sorted(KNOWN_SOURCES)}, or give a source spec")
-        source = KNOWN_SOURCES[source]
-    path, prov = resolve_source(source, mirror_dir, download_dir)
+    path, prov = resolve_named_source(source, KNOWN_SOURCES, "zsre", mirror_dir, download_dir)
     records = load_zsre(path)
     if spec.get("facts_per_subject") is not None:
         records = filter_facts_per_subject(records, spec["facts_per_subject"], f"zsre spec ({path})")
