@@ -26,6 +26,7 @@ from typing import Any
 from massedit.evaluation import metrics
 from massedit.evaluation.counterfact import rewrite_text
 from massedit.evaluation.fluency import generate_greedy, text_entropy
+from massedit.evaluation.counterfact import item_groups
 from massedit.evaluation.scoring import score_targets
 
 SUMMARY_SCALES = {"rewrite_acc": 100.0, "portability_acc": 100.0, "locality_acc": 100.0, "fluency": 1.0}
@@ -86,7 +87,8 @@ def evaluate_wikirecent(
         plans.append(plan)
 
     t0 = time.perf_counter()
-    scores = score_targets(model, tokenizer, items, add_bos, batch_size) if items else []
+    # Prefixed rewrite prompts share each prefix's computation, as in the CounterFact evaluation.
+    scores = score_targets(model, tokenizer, items, add_bos, batch_size, groups=item_groups(items, prefixes))
     scoring_seconds = time.perf_counter() - t0
 
     gen_prompts = [(r, p) for r, rec in enumerate(records) for p in rec.get("generation_prompts") or []]
