@@ -203,11 +203,14 @@ def optimise_residuals(method: str, hparams: dict, model_dir: str, model_cfg: di
     })
 
 
-def load_residual_head(path: str, rows: list[dict], model_dir: str):
-    """The residuals of ``rows`` from a saved residual phase whose records start with them."""
+def load_residual_head(path: str, rows: list[dict], model_dir: str, hparams: dict | None = None):
+    """The residuals of ``rows`` from a saved residual phase whose records start with them; with ``hparams``
+    (the editing method's), the file's residual settings must be theirs."""
     import torch
 
+    from massedit.config import canonical
     from massedit.editing.run import Residuals
+    from massedit.editing.sharing import residual_hparams
 
     saved = torch.load(path, weights_only=True, map_location="cpu")
     ids = [r["case_id"] for r in rows]
@@ -215,6 +218,9 @@ def load_residual_head(path: str, rows: list[dict], model_dir: str):
         raise ValueError(f"{path}: its records do not start with the {len(ids)} records being edited")
     if saved["model_fingerprint"] != _model_fingerprint(model_dir):
         raise ValueError(f"{path}: the residuals were computed for other weights")
+    if hparams is not None and canonical(saved["hparams"]) != canonical(residual_hparams(hparams)):
+        raise ValueError(f"{path}: the residuals were computed with other settings ({saved['hparams']}) than "
+                         f"this edit's ({residual_hparams(hparams)})")
     whole = Residuals(saved["templates"], saved["z_keys"], saved["residuals"], saved["h"], saved["iterations"],
                       saved["losses"], saved["timings"])
     return whole.head(len(ids))
@@ -236,7 +242,7 @@ def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, reco
     layers = [int(x) for x in hparams["layers"]]
     moments = load_moments(stats_npz, layers, model_dir) if stats_npz else None
     cached = load_projections(projections, layers) if projections else None
-    precomputed = load_residual_head(residuals, rows, model_dir) if residuals else None
+    precomputed = load_residual_head(residuals, rows, model_dir, hparams) if residuals else None
     t_load = time.perf_counter() - t0
     result = run_edit(model, tokenizer, rows, moments, method, hparams, seed, _add_bos(model_cfg),
                       projections=cached, residuals=precomputed)

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from massedit import config as mc
-from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams
+from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams, residual_owner
 
 
 # Fills the schema's defaults into `config` in place; every error names the offending key path.
@@ -146,21 +146,30 @@ def stats_for_method(wildcards):
     )
 
 
+def residual_method(model, method):
+    """The method whose residual file a method's edits read (AlphaEdit: MEMIT's, when their settings agree)."""
+    return residual_owner(method, lambda m: mc.resolve_hparams(config, m, model))
+
+
 def residual_source_n(model, dataset, method, n):
-    """The batch whose residual file serves the batch of n: the largest batch of the same model, dataset and
-    method anywhere in the config, when batches are the first n records (a seeded sample is not a prefix)."""
+    """The batch whose residual file serves the batch of n: the largest batch of the same model and dataset,
+    over the methods sharing that residual file, anywhere in the config, when batches are the first n records
+    (a seeded sample is not a prefix)."""
     if mc.dataset_spec(config, dataset).get("select", "first") != "first":
         return n
+    owner = residual_method(model, method)
     cells = mc.grid(config) + [c for name in mc.ANALYSES for c in mc.analysis_cells(config, name)]
-    return max([n] + [c.n for c in cells if (c.model, c.dataset, c.method) == (model, dataset, method)])
+    return max([n] + [c.n for c in cells if (c.model, c.dataset) == (model, dataset)
+                      and c.method in SHAREABLE_RESIDUALS and residual_method(model, c.method) == owner])
 
 
 def shared_residuals(wildcards):
-    """The residual file (possibly of a larger batch) that edit_model slices, for methods that share one."""
+    """The residual file (possibly of a larger batch, possibly another method's) that edit_model slices."""
     if wildcards.method not in SHAREABLE_RESIDUALS:
         return []
     n = residual_source_n(wildcards.model, wildcards.dataset, wildcards.method, int(wildcards.n))
-    return rules.optimise_residuals.output.residuals.format(**{**dict(wildcards.items()), "n": n})
+    owner = residual_method(wildcards.model, wildcards.method)
+    return rules.optimise_residuals.output.residuals.format(**{**dict(wildcards.items()), "method": owner, "n": n})
 
 
 def projections_for_method(wildcards):

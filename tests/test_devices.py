@@ -224,3 +224,18 @@ def test_every_method_edits_on_the_model_device(workdir, watched, device, method
     _saved_on_cpu(out["pt"])
     assert np.load(out["npz"])["iterations"].shape == (3,)
     assert loaded[-1] == device and calls["layer"] > 0
+
+
+def test_a_residual_file_of_other_settings_is_refused(workdir):
+    """edit_model checks the shared residual file's settings against its own, so a stale or foreign file
+    (another learning rate here) fails instead of editing with the wrong residuals."""
+    root, model_dir = workdir
+    cfg, records = _cfg("cpu"), str(root / "records.jsonl")
+    memit = _hparams("memit")
+    residuals = str(root / "memit-residuals-refused.pt")
+    steps.optimise_residuals("memit", residual_hparams(memit), model_dir, cfg, records, 0, residuals)
+    out = {k: str(root / f"refused.{k}") for k in ("pt", "npz", "json")}
+    with pytest.raises(ValueError, match="other settings"):
+        steps.edit_model("memit", {**memit, "v_lr": memit["v_lr"] * 2}, model_dir, cfg, records,
+                         _stats(root, model_dir, "cpu"), 0, out["pt"], out["npz"], out["json"], residuals=residuals)
+    assert not Path(out["pt"]).exists()

@@ -12,6 +12,7 @@ from massedit.editing import update as update_module
 from massedit.editing.keys import KeysAndOutputs, compute_keys
 from massedit.editing.residual import build_edit_prompts
 from massedit.editing.run import compute_residuals, method_entry, method_spec, run_edit
+from massedit.editing.sharing import residual_owner
 from massedit.editing.update import apply_multilayer_update
 from massedit.testing import tiny_model, tiny_tokenizer
 
@@ -287,6 +288,36 @@ def test_alphaedit_edit_leaves_preserved_keys_unchanged():
         results[given is None] = result.deltas
     for layer in (1, 2):
         assert _rel(results[False][layer], results[True][layer]) < 1e-5
+
+
+def test_alphaedit_edit_from_memits_residuals_is_its_own():
+    """AlphaEdit's residual step is MEMIT's: with equal residual settings, an AlphaEdit edit that reads MEMIT's
+    residuals gives the deltas of one that optimises its own (what lets the workflow share the file)."""
+    tok = tiny_tokenizer("llama")
+    hp = {**HP, "layers": [1, 2], "v_num_grad_steps": 4, "early_stop": 0.05, "L2": 1.0, "nullspace_threshold": 2e-2,
+          "clamp_norm_factor": 0.75, "templates": {"seeds": ["The", "I"], "max_new_tokens": 3}}
+    memit_hp = {k: v for k, v in hp.items() if k not in ("L2", "nullspace_threshold")}
+    assert residual_owner("alphaedit", {"alphaedit": hp, "memit": memit_hp}.get) == "memit"
+    C, _, _ = _spectrum_moment(64, 40, seed=3)
+    memit_residuals = compute_residuals(_model("llama", tok), tok, RECORDS[:3], "memit", memit_hp, 0, True,
+                                        progress=False)
+    own = run_edit(_model("llama", tok), tok, RECORDS[:3], {1: C, 2: C}, "alphaedit", hp, 0, True, progress=False)
+    shared = run_edit(_model("llama", tok), tok, RECORDS[:3], {1: C, 2: C}, "alphaedit", hp, 0, True,
+                      progress=False, residuals=memit_residuals)
+    for layer in (1, 2):
+        assert own.deltas[layer].norm() > 1e-4
+        assert _rel(shared.deltas[layer], own.deltas[layer]) < 1e-5
+
+
+def test_residual_owner_needs_equal_residual_settings():
+    memit_hp = {"layers": [3, 4], "v_lr": 0.5, "mom2_update_weight": 15000}
+    same = {"layers": [2, 4], "v_lr": 0.5, "L2": 10.0, "nullspace_threshold": 0.02}   # update-only keys differ
+    other = {"layers": [3, 4], "v_lr": 0.1}
+    assert residual_owner("alphaedit", {"alphaedit": same, "memit": memit_hp}.get) == "memit"
+    assert residual_owner("alphaedit", {"alphaedit": other, "memit": memit_hp}.get) == "alphaedit"
+    assert residual_owner("alphaedit", {"alphaedit": {**same, "layers": [5]}, "memit": memit_hp}.get) == "alphaedit"
+    assert residual_owner("eamet", {"eamet": memit_hp, "memit": memit_hp}.get) == "eamet"
+    assert residual_owner("memit", {"memit": memit_hp}.get) == "memit"
 
 
 # ---------------------------------------------------------------------------------------- ROME
