@@ -340,13 +340,30 @@ def _edited_model(model_dir: str, model_cfg: dict, deltas: str | None):
 
 
 def evaluate_model(model_dir: str, model_cfg: dict, records: str, prefixes: str, deltas: str | None,
-                   eval_cfg: dict, out_records: str, out_summary: str, labels: dict) -> None:
+                   eval_cfg: dict, out_records: str, out_summary: str, labels: dict,
+                   head_of: tuple[str, str] | None = None) -> None:
+    """Evaluate the model (with ``deltas`` applied, if any) on ``records``. ``head_of`` (records.jsonl and
+    summary.json of the same model evaluated on a larger batch starting with these records, with the same
+    prefixes and settings) takes its head instead of running the model."""
     t0 = time.perf_counter()
-    model, tokenizer = _edited_model(model_dir, model_cfg, deltas)
     rows = io.read_jsonl(records)
     prefix_data = io.read_json(prefixes)
-    per_record, summary = _evaluate(labels.get("dataset_kind", "counterfact"), model, tokenizer, rows,
-                                    prefix_data["prefixes"], _add_bos(model_cfg), eval_cfg, model_cfg)
+    kind = labels.get("dataset_kind", "counterfact")
+    if head_of:
+        from massedit.evaluation.head import head_rows, head_summary
+
+        source_records, source_summary = head_of
+        whole = io.read_json(source_summary)
+        if whole.get("prefixes_sha256") != io.sha256_json(prefix_data["prefixes"]) or whole.get("deltas") != deltas:
+            raise ValueError(f"{source_summary}: evaluated with other prefixes or deltas than this evaluation")
+        per_record = head_rows(io.read_jsonl(source_records), [r["case_id"] for r in rows], source_records)
+        # The larger batch's labels (its n_edits) give way to this evaluation's.
+        summary = {key: value for key, value in head_summary(kind, whole, per_record).items() if key not in labels}
+        summary["head_of"] = source_records
+    else:
+        model, tokenizer = _edited_model(model_dir, model_cfg, deltas)
+        per_record, summary = _evaluate(kind, model, tokenizer, rows, prefix_data["prefixes"], _add_bos(model_cfg),
+                                        eval_cfg, model_cfg)
     io.write_jsonl(out_records, per_record)
     io.write_json(out_summary, {
         **labels, **summary, "prefix_len": prefix_data["prefix_len"], "prefix_seed": prefix_data["seed"],

@@ -151,16 +151,21 @@ def residual_method(model, method):
     return residual_owner(method, lambda m: mc.resolve_hparams(config, m, model))
 
 
-def residual_source_n(model, dataset, method, n):
-    """The batch whose residual file serves the batch of n: the largest batch of the same model and dataset,
-    over the methods sharing that residual file, anywhere in the config, when batches are the first n records
-    (a seeded sample is not a prefix)."""
+def largest_batch(model, dataset, n, same=lambda cell: True):
+    """The largest batch of this model and dataset among the cells (grid and analyses) that ``same`` accepts,
+    which starts with the batch of n when batches are the first n records; n itself for a seeded sample
+    (not a prefix)."""
     if mc.dataset_spec(config, dataset).get("select", "first") != "first":
         return n
-    owner = residual_method(model, method)
     cells = mc.grid(config) + [c for name in mc.ANALYSES for c in mc.analysis_cells(config, name)]
-    return max([n] + [c.n for c in cells if (c.model, c.dataset) == (model, dataset)
-                      and c.method in SHAREABLE_RESIDUALS and residual_method(model, c.method) == owner])
+    return max([n] + [c.n for c in cells if (c.model, c.dataset) == (model, dataset) and same(c)])
+
+
+def residual_source_n(model, dataset, method, n):
+    """The batch whose residual file serves the batch of n: the largest over the methods sharing that file."""
+    owner = residual_method(model, method)
+    return largest_batch(model, dataset, n, lambda c: c.method in SHAREABLE_RESIDUALS
+                         and residual_method(model, c.method) == owner)
 
 
 def shared_residuals(wildcards):
@@ -187,6 +192,18 @@ def eval_prefixes(wildcards):
     return rules.generate_eval_prefixes.output.prefixes.format(
         model=wildcards.model, prefix_len=evaluation["prefix_len"], seed=evaluation["prefix_seed"]
     )
+
+
+def unedited_head_source(wildcards):
+    """The unedited model is evaluated once per model and dataset, on the largest batch: a smaller batch takes
+    the head of that evaluation (records.jsonl, summary.json)."""
+    if wildcards.method != mc.UNEDITED:
+        return []
+    n = largest_batch(wildcards.model, wildcards.dataset, int(wildcards.n))
+    if n == int(wildcards.n):
+        return []
+    larger = {**dict(wildcards.items()), "n": n}
+    return [rules.evaluate_model.output.records.format(**larger), rules.evaluate_model.output.summary.format(**larger)]
 
 
 def eval_deltas(wildcards):

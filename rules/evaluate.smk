@@ -35,6 +35,7 @@ rule evaluate_model:
         records=rules.select_edits.output.records,
         prefixes=eval_prefixes,
         deltas=eval_deltas,
+        head_of=unedited_head_source,
     output:
         records="results/eval/{model}/{dataset}/{method}/n{n}/records.jsonl",
         summary="results/eval/{model}/{dataset}/{method}/n{n}/summary.json",

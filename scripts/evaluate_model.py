@@ -5,11 +5,13 @@ from _wiring import console_logging, limit_threads, redirect_logs
 
 
 def main(model_dir: str, model_cfg: dict, records: str, prefixes: str, deltas: str | None, eval_cfg: dict,
-         out_records: str, out_summary: str, labels: dict, threads: int = 1) -> None:
+         out_records: str, out_summary: str, labels: dict, threads: int = 1,
+         head_of: tuple[str, str] | None = None) -> None:
     limit_threads(threads)
     from massedit import steps
 
-    steps.evaluate_model(model_dir, model_cfg, records, prefixes, deltas, eval_cfg, out_records, out_summary, labels)
+    steps.evaluate_model(model_dir, model_cfg, records, prefixes, deltas, eval_cfg, out_records, out_summary, labels,
+                         head_of)
 
 
 if "snakemake" in globals():
@@ -19,6 +21,8 @@ if "snakemake" in globals():
     # The unedited pseudo-method has an empty `deltas` input.
     deltas = snakemake.input.get("deltas", [])
     deltas = [deltas] if isinstance(deltas, str) else list(deltas)
+    # The unedited model on a smaller batch: the records and summary of its largest batch's evaluation.
+    head_of = list(snakemake.input.get("head_of", []))
     main(
         snakemake.input.model,
         snakemake.params.model_cfg,
@@ -30,6 +34,7 @@ if "snakemake" in globals():
         snakemake.output.summary,
         snakemake.params.labels,
         snakemake.threads,
+        tuple(head_of) if head_of else None,
     )
 elif __name__ == "__main__":
     from massedit import config as mc

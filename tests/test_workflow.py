@@ -102,6 +102,21 @@ def test_run_produces_table_and_figure(finished_run):
             assert (workdir / f"results/eval/tiny/quickstart/{method}/n{n}/summary.json").exists()
 
 
+def test_unedited_model_is_evaluated_once_per_dataset(finished_run):
+    """Smaller batches of the unedited model take the head of the largest batch's evaluation."""
+    from massedit import io
+
+    workdir, _ = finished_run
+    base = workdir / "results/eval/tiny/quickstart/unedited"
+    largest = io.read_jsonl(base / f"n{max(N_EDITS)}/records.jsonl")
+    assert "head_of" not in io.read_json(base / f"n{max(N_EDITS)}/summary.json")
+    for n in N_EDITS[:-1]:
+        summary = io.read_json(base / f"n{n}/summary.json")
+        assert summary["head_of"].endswith(f"unedited/n{max(N_EDITS)}/records.jsonl")
+        assert summary["n_records"] == n and summary["n_edits"] == n
+        assert io.read_jsonl(base / f"n{n}/records.jsonl") == largest[:n]
+
+
 def test_second_run_has_nothing_to_do(finished_run):
     workdir, _ = finished_run
     output = snakemake(workdir, workdir / "config.yaml", "-n", "--cores", "1")
