@@ -309,6 +309,18 @@ def test_alphaedit_edit_from_memits_residuals_is_its_own():
         assert _rel(shared.deltas[layer], own.deltas[layer]) < 1e-5
 
 
+def test_residual_step_table_matches_the_methods():
+    """sharing.RESIDUAL_STEP (read while the DAG is built, without torch) names methods whose residual phase
+    is the same code: the same step, target module and template generator."""
+    from massedit.editing.run import METHODS
+    from massedit.editing.sharing import RESIDUAL_STEP, SHAREABLE_RESIDUALS
+
+    assert set(RESIDUAL_STEP) == set(SHAREABLE_RESIDUALS)
+    for method, step in RESIDUAL_STEP.items():
+        a, b = METHODS[method], METHODS[step]
+        assert (a.step, a.output, a.templates) == (b.step, b.output, b.templates), method
+
+
 def test_residual_owner_needs_equal_residual_settings():
     memit_hp = {"layers": [3, 4], "v_lr": 0.5, "mom2_update_weight": 15000}
     same = {"layers": [2, 4], "v_lr": 0.5, "L2": 10.0, "nullspace_threshold": 0.02}   # update-only keys differ
