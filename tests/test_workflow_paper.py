@@ -124,7 +124,7 @@ def test_cpu_config_dry_run(tmp_path):
     assert counts["acquire_model"] == 2 and counts["plot_general_ability"] == 1
     # One residual file per model x dataset x method for the largest batch; AlphaEdit shares MEMIT's settings
     # there, so it reads MEMIT's: SmolLM2 CounterFact and ZsRE (EAMET, MEMIT, PMET), Gemma (EAMET, MEMIT), and
-    # 4 facts-per-subject datasets x (EAMET, MEMIT).
-    assert counts["optimise_residuals"] == 2 * 3 + 2 + 4 * 2
+    # 3 facts-per-subject datasets x (EAMET, MEMIT).
+    assert counts["optimise_residuals"] == 2 * 3 + 2 + 3 * 2
     assert "residuals/smollm2-135m/counterfact/alphaedit" not in output
     assert "residuals/smollm2-135m/counterfact/memit/n500/residuals.pt" in output
