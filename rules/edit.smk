@@ -17,6 +17,8 @@ rule optimise_residuals:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         seed=config["seed"],
     threads: MODEL_THREADS
+    # The largest batches are the longest jobs of a run: start them first so they do not end it alone.
+    priority: lambda wildcards: int(wildcards.n)
     resources:
         gpu=GPU_SLOT,
         gres=GPU_GRES,
