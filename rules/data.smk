@@ -91,6 +91,8 @@ rule select_edits:
         dataset_spec=lambda wildcards: mc.dataset_spec(config, wildcards.dataset),
         seed=config["seed"],
     threads: 1
+    # as optimise_residuals: the largest batches feed the longest jobs
+    priority: lambda wildcards: int(wildcards.n)
     resources:
         mem_mb=mem_mb(2000),
         runtime=10,

@@ -4,6 +4,7 @@ the paper and the HTML report; plus dry runs of config/paper.yaml and config/cpu
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,8 @@ def test_cpu_config_dry_run(tmp_path):
     assert counts["optimise_residuals"] == 2 * 3 + 2 + 3 * 2
     assert "residuals/smollm2-135m/counterfact/alphaedit" not in output
     assert "residuals/smollm2-135m/counterfact/memit/n500/residuals.pt" in output
+    # The largest batch's chain (its records, then its residuals) is scheduled before everything else.
+    priorities = {int(p) for p in re.findall(r"priority: (\d+)", output)}
+    assert max(priorities) == 500
+    assert re.search(r"wildcards: model=smollm2-135m, dataset=counterfact, n=500\s+priority: 500", output)
+    assert re.search(r"dataset=counterfact, method=eamet, n=500\s+priority: 500", output)
