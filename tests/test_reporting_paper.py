@@ -417,6 +417,18 @@ def test_figures_reject_empty_or_incomplete_input(tmp_path, plot, columns):
 # ----------------------------------------------------------------------------------- existing interface
 
 
+def test_main_table_says_why_fluency_is_missing(tmp_path):
+    # records without generation prompts (reduced CounterFact schema, ZsRE) evaluate to fluency None
+    summaries = [{"model": "m", "dataset": "d", "method": "eamet", "n_edits": 4, "rewrite_acc": 90.0,
+                  "paraphrase_acc": 40.0, "neighborhood_acc": 80.0, "fluency": None}]
+    table = main_table(summaries)
+    assert "Flu." not in table.columns
+    write_table(table, str(tmp_path / "t.csv"), str(tmp_path / "t.md"))
+    text = (tmp_path / "t.md").read_text()
+    assert "Flu. (unscaled n-gram entropy) is not reported: no evaluated record has generation prompts" in text
+    assert "| Flu. |" not in text
+
+
 def test_package_keeps_the_table_and_scaling_interface(tmp_path):
     summaries = [{"model": "m", "dataset": "d", "method": method, "n_edits": n, "rewrite_acc": acc,
                   "paraphrase_acc": acc / 2, "neighborhood_acc": 80.0, "fluency": 5.0}
@@ -425,5 +437,6 @@ def test_package_keeps_the_table_and_scaling_interface(tmp_path):
     assert list(table["Method"]) == ["Pre-edit", "EAMET", "Pre-edit", "EAMET"]
     write_table(table, str(tmp_path / "t.csv"), str(tmp_path / "t.md"))
     assert "| m | d | 4 | EAMET | 90.00 |" in (tmp_path / "t.md").read_text()
+    assert "Flu. is unscaled n-gram entropy" in (tmp_path / "t.md").read_text()
     plot_scaling(summaries, str(tmp_path / "scaling.png"))
     assert_png(tmp_path / "scaling.png")

@@ -62,5 +62,10 @@ def _markdown(table: pd.DataFrame) -> str:
 def write_table(table: pd.DataFrame, out_csv: str, out_md: str) -> None:
     io.write_text(out_csv, table.to_csv(index=False, float_format="%.4f"))
     note = ("Practical accuracies (every target token is the greedy argmax) ×100; lenient columns compare "
-            "length-normalised probabilities; Flu. is unscaled n-gram entropy.\n\n")
+            "length-normalised probabilities; ")
+    if "Flu." in table.columns:
+        note += "Flu. is unscaled n-gram entropy.\n\n"
+    else:  # a column left out is said so, not silently: fluency needs records with generation prompts
+        note += ("Flu. (unscaled n-gram entropy) is not reported: no evaluated record has generation prompts "
+                 "(CounterFact's reduced EasyEdit schema and ZsRE carry none; the MEMIT schema does).\n\n")
     io.write_text(out_md, note + _markdown(table))
