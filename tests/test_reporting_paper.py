@@ -192,8 +192,9 @@ def test_compare_differences_and_flags(paper, pairs):
     assert flu["difference"] == pytest.approx(0.06) and flu["tolerance"] == 0.1 and flu["status"] == "within"
     # not reproduced, reported only, and reproduced without a paper cell
     assert pair(result, "main", "eamet", "WR", "eff").iloc[0]["status"] == "not reproduced"
-    assert set(pair(result, "main", "ft", "CF", "eff")["status"]) == {"reported only"}
-    assert set(result[result["method"].isin(["ft", "mend", "rome"])]["status"]) == {"reported only"}
+    assert set(pair(result, "main", "ft", "CF", "eff")["status"]) == {"not reproduced"}
+    assert set(result[result["method"] == "mend"]["status"]) == {"reported only"}
+    assert "reported only" not in set(result[result["method"].isin(["ft", "rome"])]["status"])
     assert pair(result, "main", "unedited", "CF", "eff").iloc[0]["status"] == "no paper value"
     assert pair(result, "main", "eamet", "CF", "eff", model="tiny").iloc[0]["status"] == "no paper value"
     # strict: a 1,000-edit run is not the paper's 10k cell
@@ -237,7 +238,8 @@ def test_comparison_markdown_layout(paper, pairs):
                         "| ZS Eff | ZS Gen | ZS Spe |")
     eamet = next(line for line in lines if line.startswith("| LLaMA2-7B | EAMET |"))
     assert "87.00 / 89.09 (−2.09) |" in eamet and "57.00 / 61.21 (−4.21) ⚠" in eamet and "– / 93.23" in eamet
-    assert any(line.startswith("| LLaMA2-7B | FT (reported only) | – / 0.29 |") for line in lines)
+    assert any(line.startswith("| LLaMA2-7B | FT | – / 0.29 |") for line in lines)
+    assert any(line.startswith("| LLaMA2-7B | MEND (reported only) | – / ") for line in lines)
     assert any(line.startswith("| LLaMA2-7B | Pre-edit | 1.00 / – |") for line in lines)
     # models and methods in the paper's order
     models = [line.split("|")[1].strip() for line in lines[2:]]
@@ -258,7 +260,9 @@ def test_write_comparison(tmp_path, paper, pairs):
     assert len(pd.read_csv(out[0])) == 490 + len(pairs)
     assert len(pd.read_csv(out[1])) == len(result)
     text = out[2].read_text(encoding="utf-8")
-    assert "## Table 3" in text and "## Figure 5" in text and "154 reported only" in text
+    assert "## Table 3" in text and "## Figure 5" in text
+    # MEND's 22 paper cells (LLaMA2-7B and Qwen2.5-7B, 11 columns each); FT's and ROME's 132 are "not reproduced"
+    assert "22 reported only" in text
 
 
 # ----------------------------------------------------------------------------------------- misalignment
@@ -440,3 +444,16 @@ def test_package_keeps_the_table_and_scaling_interface(tmp_path):
     assert "Flu. is unscaled n-gram entropy" in (tmp_path / "t.md").read_text()
     plot_scaling(summaries, str(tmp_path / "scaling.png"))
     assert_png(tmp_path / "scaling.png")
+
+
+def test_scaling_plots_the_pairs_with_a_curve():
+    from massedit.reporting.scaling import curve_rows
+
+    def summary(model, n, method="eamet"):
+        return {"model": model, "dataset": "d", "method": method, "n_edits": n, "rewrite_acc": 50.0,
+                "paraphrase_acc": 20.0, "neighborhood_acc": 10.0}
+    table = main_table([summary("a", 100), summary("a", 500), summary("a", 100, "memit"), summary("b", 50)])
+    kept = curve_rows(table)
+    assert set(kept["Model"]) == {"a"} and sorted(kept["N"]) == [100, 100, 500]
+    single = main_table([summary("a", 100), summary("b", 50)])
+    assert len(curve_rows(single)) == 2  # no curve anywhere: every row

@@ -2,8 +2,8 @@
 
 Both sides go into one long-format table (``long_table``: one row per number, ``source`` paper or
 reproduced), then ``compare`` pairs each reproduced number with the paper cell it reproduces and adds the
-difference reproduced − paper and a tolerance flag. Paper rows without a counterpart stay in: FT, MEND and
-ROME as "reported only" (the project does not reimplement them), the others as "not reproduced".
+difference reproduced − paper and a tolerance flag. Paper rows without a counterpart stay in: MEND's as
+"reported only" (the project does not reimplement it), the others as "not reproduced".
 ``comparison_markdown`` renders the pairs in the paper's layout.
 
 Reproduced rows come from evaluation summaries (massedit.steps.evaluate_model) or misalignment records
@@ -165,7 +165,7 @@ def compare(paper: pd.DataFrame, reproduced: pd.DataFrame, strict: bool = True,
     With ``strict`` a pair also needs the same n_edits and prefix length where the paper states them;
     without it, runs of another size are compared too (Figure 5 always pairs by prefix length). Every
     number appears at least once; a reproduced number matching several paper cells appears once per cell.
-    ``status`` is within/outside (the tolerance), reported only (FT, MEND, ROME), not reproduced, or no
+    ``status`` is within/outside (the tolerance), reported only (MEND), not reproduced, or no
     paper value (a pre-edit row, an unmapped model, a run of another size).
     """
     paper_rows = [{k: _na(v) for k, v in row.items()} for row in paper.to_dict("records")]
@@ -339,7 +339,7 @@ def write_comparison(paper: pd.DataFrame, reproduced: pd.DataFrame, out_long_csv
     scope = "" if strict else " (non-strict: other batch sizes are paired too)"
     text = [
         f"Each cell: reproduced / paper (reproduced − paper); ⚠ outside the tolerance ({described}). "
-        f"FT, MEND and ROME are reported only. Pairs need the paper's number of edits and prefix length"
+        f"MEND is reported only (not reimplemented). Pairs need the paper's number of edits and prefix length"
         f" where it states them{scope}.\n\nCells: {summary}.\n"
     ]
     for table in LAYOUTS:

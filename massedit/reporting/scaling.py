@@ -5,10 +5,17 @@ from massedit.reporting._plot import pyplot, save_png
 from massedit.reporting.tables import main_table
 
 
+def curve_rows(table):
+    """The rows of the (model, dataset) pairs evaluated at more than one batch size, the ones a curve can
+    show; every row when no pair has two (the main table holds the rest)."""
+    sizes = table.groupby(["Model", "Dataset"])["N"].transform("nunique")
+    return table[sizes > 1] if bool((sizes > 1).any()) else table
+
+
 def plot_scaling(summaries: list[dict], out_png: str) -> None:
     """Practical efficacy and generalisation against the number of edits, one line per method."""
     plt = pyplot()
-    table = main_table(summaries)
+    table = curve_rows(main_table(summaries))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     groups = table.groupby(["Model", "Dataset", "Method"], sort=False)
     many = table[["Model", "Dataset"]].drop_duplicates().shape[0] > 1
@@ -32,7 +39,8 @@ def plot_scaling(summaries: list[dict], out_png: str) -> None:
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
-    axes[1].legend(loc="best", fontsize=8)
+    # beside the panels, so a long legend never hides a curve
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     if not many:
         model, dataset = table[["Model", "Dataset"]].iloc[0]
         fig.suptitle(f"{model} on {dataset}")
