@@ -92,7 +92,7 @@ rule select_edits:
         seed=config["seed"],
     threads: 1
     # as optimise_residuals: the largest batches feed the longest jobs
-    priority: lambda wildcards: int(wildcards.n)
+    priority: edits
     resources:
         mem_mb=mem_mb(2000),
         runtime=10,

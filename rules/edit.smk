@@ -18,7 +18,7 @@ rule optimise_residuals:
         seed=config["seed"],
     threads: MODEL_THREADS
     # The largest batches are the longest jobs of a run: start them first so they do not end it alone.
-    priority: lambda wildcards: int(wildcards.n)
+    priority: edits
     resources:
         gpu=GPU_SLOT,
         gres=GPU_GRES,
