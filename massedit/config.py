@@ -177,14 +177,33 @@ PRESET_SWITCHES = {
     "paper": {"prompt_build": "string"},
     "clean": {"prompt_build": "ids"},
 }
+# Switches of one method only, so that the other methods' settings (and their cached files) do not change.
+METHOD_PRESET_SWITCHES = {
+    "eamet": {
+        "paper": {"zero_delta_cosine": "code"},
+        "clean": {"zero_delta_cosine": "zero"},
+    },
+}
+
+
+def preset_switches(preset: str, method: str) -> dict:
+    return {**PRESET_SWITCHES[preset], **METHOD_PRESET_SWITCHES.get(method, {}).get(preset, {})}
 
 
 def resolve_hparams(config: dict, method: str, model: str) -> dict:
     """The preset's quirk switches, then the method's defaults, then the model's overrides (nested mappings
     merged key by key)."""
     block = config["methods"][method]
-    merged = _merge(PRESET_SWITCHES[config.get("preset", "paper")], block["defaults"])
-    return canonical(_merge(merged, block["models"].get(model, {})))
+    merged = _merge(preset_switches(config.get("preset", "paper"), method), block["defaults"])
+    merged = _merge(merged, block["models"].get(model, {}))
+    templates = merged.get("templates")
+    if isinstance(templates, dict) and templates.get("stream") == "after_prefixes" and "prefixes" not in templates:
+        # The authors' stream draws the evaluation prefixes first; their settings become part of the templates'
+        # settings, so the residual files' keys change with them.
+        evaluation = config.get("evaluation", {})
+        templates["prefixes"] = {"length": evaluation.get("prefix_len", 5), "n": evaluation.get("n_prefixes", 10),
+                                 "seed": evaluation.get("prefix_seed", 0)}
+    return canonical(merged)
 
 
 def model_dir_of(fingerprint: str) -> str:

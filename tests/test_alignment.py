@@ -14,14 +14,19 @@ def _softmax(xs):
 
 def test_residual_cosines_safe_at_zero():
     previous = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    u = residual_cosines(torch.tensor([2.0, 0.0]), previous)
+    u = residual_cosines(torch.tensor([2.0, 0.0]), previous, "zero")
     assert torch.allclose(u, torch.tensor([1.0, 1 / math.sqrt(2)]))
     zero = torch.zeros(2, requires_grad=True)
-    u0 = residual_cosines(zero, previous)
+    u0 = residual_cosines(zero, previous, "zero")
     assert torch.equal(u0, torch.zeros(2))
-    # no direction at zero: no gradient (an eps-guarded cosine would push with size 1/eps)
+    # the clean choice: no direction at zero, no gradient (the authors' eps-guarded cosine pushes with 1/eps,
+    # tests/test_eamet_switches.py)
     assert not u0.requires_grad
-    # away from zero the gradient is the usual one, orthogonal to δ
+    # away from zero the gradient is the usual one, orthogonal to δ, for both choices
+    for choice in ("zero", "code"):
+        d = torch.tensor([0.0, 3.0], requires_grad=True)
+        residual_cosines(d, torch.tensor([[1.0, 0.0]]), choice).sum().backward()
+        assert torch.allclose(d.grad, torch.tensor([1 / 3, 0.0]))
     d = torch.tensor([0.0, 3.0], requires_grad=True)
     residual_cosines(d, torch.tensor([[1.0, 0.0]])).sum().backward()
     assert torch.allclose(d.grad, torch.tensor([1 / 3, 0.0]))

@@ -10,14 +10,25 @@ import torch
 EPS = 1e-8
 
 
-def residual_cosines(delta: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """u_j = cos(δ, r_j).
+# F.normalize's default eps: the authors' code divides δ by max(‖δ‖, 1e-12).
+NORMALIZE_EPS = 1e-12
+ZERO_DELTA_COSINES = ("code", "zero")
 
-    At δ = 0 the cosine has no direction: the value is taken as 0 with no gradient. An eps-guarded
-    normalisation would instead give a gradient of size 1/eps there, whose first Adam step swamps the
-    second-moment estimate and stalls the optimisation of every zero-initialised δ (eq. 6's ‖h‖ ≥ 100 case).
+
+def residual_cosines(delta: torch.Tensor, previous: torch.Tensor, zero_delta: str = "code") -> torch.Tensor:
+    """u_j = cos(δ, r_j). The two choices differ only at δ = 0, where the cosine has no direction.
+
+    ``code`` (preset paper): δ / max(‖δ‖, 1e-12) as the authors' ``F.normalize`` computes it. At δ = 0 the value
+    is 0 but the gradient is r_j / 1e-12, so the first Adam step of every zero-initialised δ (eq. 6's ‖h‖ ≥ 100
+    case) follows the alignment terms alone and the 1e24-sized second-moment estimate then damps every later
+    gradient: δ keeps moving along that first direction.
+    ``zero`` (preset clean): the value is 0 with no gradient, so the first step follows the NLL and essence terms.
     """
+    if zero_delta not in ZERO_DELTA_COSINES:
+        raise ValueError(f"zero_delta_cosine must be one of {ZERO_DELTA_COSINES}, not {zero_delta!r}")
     r = torch.nn.functional.normalize(previous, dim=1)
+    if zero_delta == "code":
+        return r @ torch.nn.functional.normalize(delta, dim=0, eps=NORMALIZE_EPS)
     norm = delta.norm()
     if norm == 0:
         return torch.zeros(previous.shape[0], dtype=delta.dtype, device=delta.device)

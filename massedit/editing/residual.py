@@ -168,3 +168,13 @@ class ResidualResult:
     h: torch.Tensor  # (d,) block output at the subject's last token of the bare prompt, before δ
     iterations: int  # forward passes run
     losses: dict  # final value of each loss term
+
+
+def check_loss_layer(hp: dict, n_layers: int) -> None:
+    """The authors' hyperparameter files name the loss layer (``v_loss_layer``); it is always the last block,
+    whose readout is the model's own logits. Any other value would need a logit-lens readout that the reference
+    does not use, so it is refused rather than silently read as the last block."""
+    layer = hp.get("v_loss_layer")
+    if layer is not None and int(layer) != n_layers - 1:
+        raise ValueError(f"v_loss_layer = {layer}: only the last block ({n_layers - 1} for this model of "
+                         f"{n_layers} layers) is implemented; remove the key or set it to {n_layers - 1}")

@@ -14,11 +14,11 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from massedit.architectures import arch_for
+from massedit.architectures import arch_for, num_layers
 from massedit.editing import alphaedit, batched, eamet, ft, memit, pmet, rome
 from massedit.editing.keys import compute_keys
 from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams  # noqa: F401 (re-exported)
-from massedit.editing.residual import EditPrompts, ResidualResult, build_edit_prompts
+from massedit.editing.residual import EditPrompts, ResidualResult, build_edit_prompts, check_loss_layer
 from massedit.editing.update import apply_multilayer_update
 from massedit.templates import context_templates
 
@@ -196,6 +196,7 @@ def compute_residuals(
     spec = method_spec(method)
     if spec.step is None:
         raise ValueError(f"{method} has no residual step")
+    check_loss_layer(hp, num_layers(model))
     arch = arch_for(model)
     z_layer = max(int(x) for x in hp["layers"])
     timings: dict = {}
