@@ -181,3 +181,10 @@ def test_presets_set_the_cosine_switch_for_eamet_only():
                                                                   "models": {}}}}
     assert mc.resolve_hparams(explicit, "eamet", "m")["zero_delta_cosine"] == "zero"
     assert mc.resolve_hparams(base, "eamet", "m")["templates"]["prefixes"] == {"length": 5, "n": 10, "seed": 3}
+
+
+def test_starts_at_zero_counts_the_edits_at_the_threshold():
+    h = torch.tensor([[60.0, 80.0], [3.0, 4.0], [0.0, 101.0]])
+    assert eamet.starts_at_zero(h, {}).tolist() == [True, False, True]
+    assert eamet.starts_at_zero(h, {"init_norm_threshold": 200}).tolist() == [False, False, False]
+    assert eamet.starts_at_zero(h, {"delta_init": "zero"}).tolist() == [True, True, True]

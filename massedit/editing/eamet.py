@@ -19,6 +19,14 @@ DELTA_INITS = ("target_init", "zero")
 WEIGHT_DECAY_METHODS = ("fix_ks", "norm")
 
 
+def starts_at_zero(h: torch.Tensor, hp: dict) -> torch.Tensor:
+    """Which edits (rows of h, the block-L outputs) start from δ⁰ = 0: all with ``delta_init: zero``, else those
+    with ‖h‖ ≥ ``init_norm_threshold`` (eq. 6). Only these are touched by ``zero_delta_cosine``."""
+    if hp.get("delta_init", "target_init") == "zero":
+        return torch.ones(h.shape[0], dtype=torch.bool)
+    return h.float().norm(dim=1) >= float(hp.get("init_norm_threshold", 100.0))
+
+
 def norm_penalty(delta: torch.Tensor, h: torch.Tensor, key_radius: float, method: str, hp: dict):
     """The norm-control term of eq. (7), or None when it is off.
 

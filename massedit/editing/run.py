@@ -272,6 +272,8 @@ def run_edit(
     if len(res.iterations) != len(records):
         raise ValueError(f"{len(res.iterations)} residuals for {len(records)} records")
     timings, info = dict(res.timings), {}
+    if method == "eamet":
+        info["zero_init_edits"] = int(eamet.starts_at_zero(res.h, hp).sum())
     arch = arch_for(model)
     Z = res.h + res.residuals
     if spec.update == "alphaedit":
