@@ -188,3 +188,32 @@ def test_starts_at_zero_counts_the_edits_at_the_threshold():
     assert eamet.starts_at_zero(h, {}).tolist() == [True, False, True]
     assert eamet.starts_at_zero(h, {"init_norm_threshold": 200}).tolist() == [False, False, False]
     assert eamet.starts_at_zero(h, {"delta_init": "zero"}).tolist() == [True, True, True]
+
+
+def _with_eamet(**hparams) -> dict:
+    return {
+        "models": {"m": {"source": {"kind": "local", "path": "model"}}},
+        "datasets": {"d": {"kind": "quickstart"}},
+        "grid": {"models": ["m"], "datasets": ["d"], "n_edits": [2]},
+        "methods": {"eamet": {"defaults": hparams}},
+    }
+
+
+def test_the_authors_eamet_keys_validate_and_resolve():
+    authors = {"mom2_update_weight": [4000, 4000], "v_loss_layer": 29, "delta_init": "target_init",
+               "norm_factor": 0, "weight_decay_method": "fix_ks", "v_weight_decay": 0.5, "clamp_norm_factor": 1.5}
+    config = mc.validate(_with_eamet(**authors))
+    resolved = mc.resolve_hparams(config, "eamet", "m")
+    assert {key: resolved[key] for key in authors} == authors
+    assert layer_lambdas(resolved) == [4000.0, 4000.0]
+    memit = mc.validate({**_with_eamet(), "methods": {"memit": {"defaults": {"mom2_update_weight": [1, 2],
+                                                                             "v_loss_layer": 29}}}})
+    assert mc.resolve_hparams(memit, "memit", "m")["mom2_update_weight"] == [1, 2]
+
+
+@pytest.mark.parametrize("key,value", [("weight_decay_method", "l2"), ("delta_init", "random"),
+                                       ("zero_delta_cosine", "eps"), ("mom2_update_weight", [4000, -1]),
+                                       ("v_loss_layer", -1), ("templates", {"stream": "shared"})])
+def test_bad_values_of_the_new_keys_are_named(key, value):
+    with pytest.raises(ValueError, match=key if key != "templates" else "stream"):
+        mc.validate(_with_eamet(**{key: value}))
