@@ -192,10 +192,10 @@ def test_resolve_source_downloads_via_url_atomically_and_verifies(tmp_path):
     path, prov = resolve_source(spec, str(tmp_path / "empty_mirror"), str(tmp_path / "dl"))
     assert path == tmp_path / "dl" / "cf.json" and path.read_bytes() == remote.read_bytes()
     assert prov == {"path": str(path), "origin": "url", "url": remote.as_uri(), "sha256": sha,
-                    "bytes": remote.stat().st_size}
+                    "bytes": remote.stat().st_size, "verified": True}
     assert [p.name for p in (tmp_path / "dl").iterdir()] == ["cf.json"]  # no .part left behind
 
-    with pytest.raises(ValueError, match=f"expected {'f' * 64}, actual {sha}"):
+    with pytest.raises(ValueError, match=f"expected {'f' * 64}, found {sha}"):
         resolve_source({**spec, "sha256": "f" * 64, "filename": "other.json"}, None, str(tmp_path / "dl"))
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["cf.json"]
 

@@ -15,8 +15,10 @@ Common spec keys:
 ``select``      ``first`` (default: the first n records in file order) or ``sample`` (a seeded sample,
                 kept in file order), applied by select_edits with the config's seed
 
-A new dataset is one module with ``SPEC_KEYS`` and ``prepare(spec, mirror_dir, download_dir) ->
-(records, provenance list)``, plus one entry in ``REGISTRY``.
+A new dataset is one module with ``SPEC_KEYS``, ``source_specs(spec)`` (the source specs of the files it
+reads, for the workflow's inputs) and ``prepare(spec, mirror_dir, download_dir) -> (records, provenance
+list)``, plus one entry in ``REGISTRY``. Every file is read through ``resolve_source``, which refuses a
+file whose sha256 differs from its pin (massedit.datasets.checksums).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from . import counterfact, quickstart, wikirecent, zsre
 from .grouping import subject_counts
 from .records import validate_record, validate_records
 from .selection import ordered_ids_hash, select_records
-from .sources import effective_mirror_dir, resolve_source
+from .sources import effective_mirror_dir, mirror_files, resolve_source
 
 REGISTRY: dict[str, ModuleType] = {
     "quickstart": quickstart,
@@ -40,8 +42,21 @@ COMMON_KEYS = frozenset({"kind", "keep_known", "select", "at_most"})
 
 __all__ = [
     "REGISTRY", "prepare_dataset", "validate_record", "validate_records", "select_records",
-    "ordered_ids_hash", "resolve_source", "effective_mirror_dir", "subject_counts",
+    "ordered_ids_hash", "resolve_source", "effective_mirror_dir", "subject_counts", "dataset_mirror_files",
 ]
+
+
+def dataset_mirror_files(spec: dict, mirror_dir: str | None) -> list[str]:
+    """The mirror files that preparing ``spec`` reads, as present now: the inputs of rule prepare_dataset
+    (a file it downloads instead is not one). An invalid spec gives none; prepare_dataset reports it."""
+    module = REGISTRY.get(spec.get("kind"))
+    if module is None:
+        return []
+    try:
+        specs = module.source_specs(spec)
+    except ValueError:
+        return []
+    return mirror_files(specs, mirror_dir)
 
 
 def prepare_dataset(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], dict]:

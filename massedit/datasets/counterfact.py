@@ -23,44 +23,44 @@ from massedit.io import read_json
 
 from .grouping import apply_subject_filters
 from .records import field_getter, record_error, validate_record
-from .sources import resolve_named_source, resolve_source
+from .sources import named_source, pinned_source, resolve_named_source, resolve_source
 
 SPEC_KEYS = frozenset({"schema", "source", "files", "dedup_subjects", "facts_per_subject"})
 
 _EASYEDIT_REPO = ("https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread/"
                   "51d7402617c2e52bde0dc11b76e400c3725a181a/data/counterfact")
 
-# Canonical files and the mirror's copies, with the checksums from evaluation.md §1.9 and the mirror's
-# PROVENANCE.md; raw GitHub URLs are pinned to the commit the mirror copied from.
+# Canonical files and the mirror's copies; checksums from the pin table (massedit.datasets.checksums, after
+# evaluation.md §1.9 and the mirror's PROVENANCE.md); raw GitHub URLs are pinned to the commit the mirror
+# copied from.
 KNOWN_SOURCES: dict[str, dict] = {
-    "counterfact": {
-        "mirror_path": "counterfact/memit_schema/counterfact.json",
-        "url": "https://rome.baulab.info/data/dsets/counterfact.json",
-        "sha256": "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f",
-    },
+    "counterfact": pinned_source("counterfact/memit_schema/counterfact.json",
+                                 "https://rome.baulab.info/data/dsets/counterfact.json"),
     # sha256 unknown upstream: the provenance records whatever was downloaded
     "multi_counterfact": {
         "mirror_path": "counterfact/memit_schema/multi_counterfact.json",
         "url": "https://memit.baulab.info/data/dsets/multi_counterfact.json",
     },
-    "counterfact_500": {
-        "mirror_path": "counterfact/memit_schema/counterfact_500.json",
-        "url": ("https://raw.githubusercontent.com/furonglegend/Met/"
-                "3cafe6f48801444aae7bb353367821671967782a/data/counterfact_500.json"),
-        "sha256": "99a455fe1b99dc332ec1fa921e69fd9297606e9c51d4f108522782f6ad125803",
-    },
+    "counterfact_500": pinned_source("counterfact/memit_schema/counterfact_500.json",
+                                     "https://raw.githubusercontent.com/furonglegend/Met/"
+                                     "3cafe6f48801444aae7bb353367821671967782a/data/counterfact_500.json"),
 }
 DEFAULT_MEMIT_SOURCE = "counterfact"
 
 EASYEDIT_FILES: list[dict] = [
-    {"mirror_path": f"counterfact/easyedit_schema/counterfact-{part}.json",
-     "url": f"{_EASYEDIT_REPO}/counterfact-{part}.json", "sha256": sha}
-    for part, sha in (
-        ("train", "f7d443ffb0c5da6cbe816cdac45281ccb3f204b8a840f00d07a4aafa949bcd76"),
-        ("val", "42b44645471020a9419d183deb9e113e82941380046861770ea0083dabd13982"),
-        ("edit", "bfe31a7081932739406e282bb625d74222549c3386c15b1df3dfbc3978c69eec"),
-    )
+    pinned_source(f"counterfact/easyedit_schema/counterfact-{part}.json", f"{_EASYEDIT_REPO}/counterfact-{part}.json")
+    for part in ("train", "val", "edit")
 ]
+
+
+def source_specs(spec: dict) -> list[dict]:
+    """The source specs of the files the spec reads (without resolving them)."""
+    if spec.get("schema") == "memit":
+        return [named_source(spec.get("source", DEFAULT_MEMIT_SOURCE), KNOWN_SOURCES, "counterfact")]
+    if spec.get("schema") == "easyedit":
+        files = spec.get("files", EASYEDIT_FILES)
+        return list(files) if isinstance(files, list) else []
+    return []
 
 
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:

@@ -167,6 +167,11 @@ def build_records(seed: int = 0, facts: list[Fact] | None = None) -> list[dict]:
     return records
 
 
+def source_specs(spec: dict) -> list[dict]:
+    """No data file: the table ships with the package."""
+    return []
+
+
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
     """Registry entry: the table ships with the package, so no mirror or download is involved."""
     seed = spec.get("seed", 0)

@@ -32,7 +32,7 @@ from typing import Any
 from massedit.io import read_json
 
 from .records import field_getter, record_error, validate_record
-from .sources import resolve_named_source
+from .sources import named_source, resolve_named_source
 
 SPEC_KEYS = frozenset({"source"})
 
@@ -43,6 +43,11 @@ KNOWN_SOURCES: dict[str, dict] = {
     },
 }
 DEFAULT_SOURCE = "recent_test"
+
+
+def source_specs(spec: dict) -> list[dict]:
+    """The source spec of the file the spec reads (without resolving it)."""
+    return [named_source(spec.get("source", DEFAULT_SOURCE), KNOWN_SOURCES, "wikirecent")]
 
 
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:

@@ -32,7 +32,7 @@ from massedit.io import read_json
 
 from .grouping import filter_facts_per_subject
 from .records import field_getter, record_error, validate_record
-from .sources import resolve_named_source
+from .sources import named_source, pinned_source, resolve_named_source
 
 SPEC_KEYS = frozenset({"source", "facts_per_subject"})
 
@@ -45,14 +45,16 @@ KNOWN_SOURCES: dict[str, dict] = {
         "mirror_path": "zsre/zsre_mend_eval.json",
         "url": "https://memit.baulab.info/data/dsets/zsre_mend_eval.json",
     },
-    "zsre_mend_train_1k": {
-        "mirror_path": "zsre/zsre_mend_train-1k.json",
-        "url": ("https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread/"
-                "51d7402617c2e52bde0dc11b76e400c3725a181a/data/zsre/zsre_mend_train-1k.json"),
-        "sha256": "e62596101d8ed551889c26c0d2a5277f92eaef3b14416d8eaee39b04a244ab60",
-    },
+    "zsre_mend_train_1k": pinned_source("zsre/zsre_mend_train-1k.json",
+                                        "https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread/"
+                                        "51d7402617c2e52bde0dc11b76e400c3725a181a/data/zsre/zsre_mend_train-1k.json"),
 }
 DEFAULT_SOURCE = "zsre_mend_eval"
+
+
+def source_specs(spec: dict) -> list[dict]:
+    """The source spec of the file the spec reads (without resolving it)."""
+    return [named_source(spec.get("source", DEFAULT_SOURCE), KNOWN_SOURCES, "zsre")]
 
 
 def prepare(spec: dict, mirror_dir: str | None, download_dir: str) -> tuple[list[dict], list[dict]]:
