@@ -134,12 +134,15 @@ def select_edits(records: str, known_manifest: str | None, dataset_spec: dict, n
 
     rows = io.read_jsonl(records)
     mode = dataset_spec.get("select", "first")
+    requested = int(n)
     if dataset_spec.get("at_most", False):
-        n = min(int(n), len(rows))
+        n = min(requested, len(rows))
     chosen = select_records(rows, int(n), mode, seed)
     io.write_jsonl(out_records, chosen)
+    # n is what the batch edits; the tables show it (the summaries' n_records), not the requested size.
     io.write_json(out_manifest, {
-        "n": int(n), "mode": mode, "seed": seed, "input_sha256": io.sha256_file(records),
+        "n": int(n), "n_requested": requested, "mode": mode, "seed": seed,
+        "input_sha256": io.sha256_file(records),
         "keep_known": io.read_json(known_manifest) if known_manifest else None,
         "case_ids": [r["case_id"] for r in chosen], "ordered_ids_sha256": ordered_ids_hash(chosen),
     })

@@ -26,11 +26,18 @@ def _method_order(method: str) -> tuple[int, str]:
     return (order.index(method) if method in order else len(order), method)
 
 
+def edits_made(summary: dict) -> int:
+    """N of a row: the records the batch edited and the evaluation scored (``n_records``). A dataset with
+    ``at_most`` gives fewer than the requested ``n_edits`` when it has fewer records."""
+    return int(summary.get("n_records", summary["n_edits"]))
+
+
 def main_table(summaries: list[dict]) -> pd.DataFrame:
-    """One row per model × dataset × number of edits × method, the pre-edit row first."""
+    """One row per model × dataset × number of edits × method, the pre-edit row first. N is the number of
+    edits made; where any row made fewer than requested, an "N requested" column follows it."""
     rows = []
     for s in summaries:
-        row = {"Model": s["model"], "Dataset": s["dataset"], "N": int(s["n_edits"]),
+        row = {"Model": s["model"], "Dataset": s["dataset"], "N": edits_made(s), "N requested": int(s["n_edits"]),
                "Method": METHOD_LABELS.get(s["method"], s["method"]), "_order": _method_order(s["method"])}
         for column, key in COLUMNS.items():
             value = s.get(key)
@@ -39,8 +46,10 @@ def main_table(summaries: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError("no evaluation summaries to tabulate")
-    table = table.sort_values(["Model", "Dataset", "N", "_order"]).drop(columns="_order").reset_index(drop=True)
-    return table.dropna(axis=1, how="all")
+    table = table.sort_values(["Model", "Dataset", "N", "N requested", "_order"]).drop(columns="_order")
+    if (table["N"] == table["N requested"]).all():
+        table = table.drop(columns="N requested")
+    return table.reset_index(drop=True).dropna(axis=1, how="all")
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -68,4 +77,9 @@ def write_table(table: pd.DataFrame, out_csv: str, out_md: str) -> None:
     else:  # a column left out is said so, not silently: fluency needs records with generation prompts
         note += ("Flu. (unscaled n-gram entropy) is not reported: no evaluated record has generation prompts "
                  "(CounterFact's reduced EasyEdit schema and ZsRE carry none; the MEMIT schema does).\n\n")
+    if "N requested" in table.columns:
+        short = table[table["N"] != table["N requested"]][["Dataset", "N", "N requested"]].drop_duplicates()
+        cases = "; ".join(f"{d}: {n} of {req}" for d, n, req in short.itertuples(index=False))
+        note += (f"N is the number of edits made. Some batches made fewer than requested (N requested), because "
+                 f"their dataset (at_most) has fewer records: {cases}.\n\n")
     io.write_text(out_md, note + _markdown(table))
