@@ -1,4 +1,17 @@
 # Datasets: the normalised records (model-independent), then the edit batches chosen for one model.
+from massedit.datasets import dataset_mirror_files
+from massedit.datasets.general_tasks import task_mirror_files
+
+
+# The mirror files a job reads are its inputs (each is checked against its pinned sha256 when read), so
+# touching or restoring one reruns the jobs that read it. A file the job downloads instead (no mirror, or
+# the mirror lacks it) is not an input: it does not exist when the workflow is planned.
+def dataset_mirror_inputs(wildcards):
+    return dataset_mirror_files(mc.dataset_spec(config, wildcards.dataset), mc.mirror_dir(config))
+
+
+def general_task_mirror_inputs(wildcards):
+    return task_mirror_files(wildcards.task, mc.mirror_dir(config), config["evaluation"]["general"]["dir"])
 
 
 # A download and a format conversion: cheap, and it needs the network, which compute nodes often lack.
@@ -9,6 +22,8 @@ localrules:
 
 
 rule prepare_dataset:
+    input:
+        mirror=dataset_mirror_inputs,
     output:
         records="resources/datasets/{dataset}/records.jsonl",
         manifest="resources/datasets/{dataset}/manifest.json",
@@ -30,6 +45,8 @@ rule prepare_dataset:
 
 
 rule prepare_general_task:
+    input:
+        mirror=general_task_mirror_inputs,
     output:
         json="resources/general/{task}.json",
         manifest="resources/general/{task}.manifest.json",

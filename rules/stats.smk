@@ -1,13 +1,17 @@
 # Preservation statistics: one pass over the corpus yields every layer of the set. Everything that
 # determines the result is in the file name or in params, so the between-workflow cache never confuses
 # two settings; batch sizes are read at run time because they only change speed.
+from massedit.corpora import input_files as corpus_input_files
 
 
 rule compute_layer_stats:
     # The fingerprint, not the directory, is the input: the between-workflow cache hashes input files
     # and cannot hash a directory. The job reads the directory next to it (config.model_dir_of).
+    # The corpus files (text_files corpora), mirror paths resolved: checked against their pins when read,
+    # and touching or restoring one reruns the statistics.
     input:
         fingerprint=rules.acquire_model.output.fingerprint,
+        corpus=lambda wildcards: corpus_input_files(mc.corpus_spec(config, wildcards.corpus), mc.mirror_dir(config)),
     output:
         multiext(
             "resources/stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}",
