@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from massedit import config as mc
+from massedit import preflight
 from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams, residual_owner
 
 
@@ -13,6 +14,8 @@ from massedit.editing.sharing import SHAREABLE_RESIDUALS, residual_hparams, resi
 mc.validate(config, Path(workflow.basedir) / "config" / "schema.yaml")
 # The facts-per-subject analysis edits derived datasets (<dataset>-fps<N>); they are ordinary datasets from here on.
 mc.add_derived_datasets(config)
+# Layers beyond a model's depth and batches larger than their dataset, before any job runs (massedit.preflight).
+preflight.check_config(config)
 
 
 wildcard_constraints:
@@ -44,7 +47,9 @@ def accelerator_present():
 # A local run without one runs them as small CPU jobs instead: one thread each and as many at once as there
 # are cores, so start-up and model loading overlap and small matrices keep a core busy (measured on 2
 # cores: a single-threaded residual step is 1.5x slower than a two-threaded one, and two run at once).
-CPU_ONLY_LOCAL = workflow.local_exec and not accelerator_present()
+# A cluster job re-parses this file on its node with `--mode remote` (and there the innermost Snakemake runs
+# the local executor): it must keep the threads its submitter requested, whatever the node has.
+CPU_ONLY_LOCAL = workflow.local_exec and not workflow.remote_exec and not accelerator_present()
 MODEL_THREADS = 1 if CPU_ONLY_LOCAL else TORCH_THREADS
 GPU_SLOT = 0 if CPU_ONLY_LOCAL else 1
 

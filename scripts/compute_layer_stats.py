@@ -16,8 +16,12 @@ def main(model_dir: str, model_cfg: dict, layers: list[int], corpus_name: str, c
 if "snakemake" in globals():
     redirect_logs(snakemake.log[0])
     from massedit import config as mc
+    from massedit import preflight
 
     w = snakemake.wildcards
+    # The model's depth is known from here on: its layer settings are checked before any work.
+    preflight.check_job(snakemake.config, model=w.model, layers=mc.parse_layers_key(w.layers),
+                        model_dir=mc.model_dir_of(snakemake.input.fingerprint))
     # The file name carries the settings that determine the result; batch sizes come from the config
     # untracked, since they change only speed and memory.
     stats_cfg = {"n_docs": int(w.n_docs), "maxlen": int(w.maxlen), "dtype": w.dtype,

@@ -21,6 +21,10 @@ def _optional(value) -> str | None:
 
 if "snakemake" in globals():
     redirect_logs(snakemake.log[0])
+    from massedit import preflight
+
+    preflight.check_job(snakemake.config, model=snakemake.wildcards.model, method=snakemake.wildcards.method,
+                        model_dir=snakemake.input.model)
     main(
         snakemake.wildcards.method,
         snakemake.params.hparams,

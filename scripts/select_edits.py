@@ -13,6 +13,11 @@ def main(records: str, known_manifest: str | None, dataset_spec: dict, n: int, s
 
 if "snakemake" in globals():
     redirect_logs(snakemake.log[0])
+    from massedit import preflight
+
+    # The records after the known-fact filter are counted only now; a batch larger than them names its key.
+    preflight.check_job(snakemake.config, model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset,
+                        n=int(snakemake.wildcards.n), records=snakemake.input.records)
     main(
         snakemake.input.records,
         snakemake.input.get("known_manifest") or None,

@@ -86,9 +86,13 @@ def test_undefined_grid_name(raw):
         mc.validate(raw)
 
 
-def test_dataset_specs_are_open(raw):
-    raw["datasets"]["cf"] = {"kind": "counterfact", "variant": "mcf", "anything": [1, 2]}
+def test_dataset_specs_take_their_kinds_keys(raw):
+    """Each kind accepts its loader's keys (massedit.datasets SPEC_KEYS) and no other: a typo is an error."""
+    raw["datasets"]["cf"] = {"kind": "counterfact", "schema": "easyedit", "dedup_subjects": True}
     mc.validate(raw)
+    raw["datasets"]["cf"]["variant"] = "mcf"
+    with pytest.raises(mc.ConfigError, match=r"datasets\.cf\.variant: unknown key"):
+        mc.validate(raw)
     del raw["datasets"]["cf"]["kind"]
     with pytest.raises(mc.ConfigError, match=r"datasets\.cf: 'kind' is a required property"):
         mc.validate(raw)
