@@ -3,6 +3,8 @@
 C_ℓ = (1/N_tok) Σ_t k_t k_tᵀ over every non-padding token of a document sample, for all requested layers
 in one pass, with the forward stopped after the deepest requested layer. The running sum and the token
 count are stored; the moment is sum / count.
+
+massedit.caches stores them with their key and verifies them on read.
 """
 from __future__ import annotations
 

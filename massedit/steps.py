@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from massedit import io
+from massedit import caches, io
 
 # torch is imported where it is used: the report rules' environment has no torch.
 
@@ -54,24 +54,40 @@ def _add_bos(model_cfg: dict) -> bool:
     return bool(model_cfg.get("bos", False))
 
 
-def load_moments(stats_npz: str, layers: list[int], model_dir: str | None = None) -> dict[int, torch.Tensor]:
-    """C_ℓ = sum/count in fp64 for ``layers``, checked against the sidecar (layers present, same model); on
-    the CPU (the solves move them to the keys' device)."""
+def _write_timings(path: str | None, timings: dict) -> None:
+    """Wall-clock times go to the job's own timings file (declared next to its outputs), never into the
+    results, so that the results of a rerun are byte-identical; without a timings file, to the log."""
+    if path:
+        io.write_json(path, timings)
+    else:
+        log.info("timings: %s", io.dumps_json(timings, indent=None))
+
+
+def expected_stats_key(model_dir: str, model_cfg: dict, settings: dict) -> dict:
+    """The key a statistics file must carry for this model: ``settings`` are the config's (corpus, corpus_spec,
+    layers, n_docs, maxlen, dtype, seed; rules/stats.smk ``stats_settings``)."""
+    return caches.stats_key(_model_fingerprint(model_dir), model_cfg, settings["corpus"], settings["corpus_spec"],
+                            settings["layers"], settings["n_docs"], settings["maxlen"], settings["dtype"],
+                            settings["seed"])
+
+
+def load_moments(stats_npz: str, layers: list[int], model_dir: str | None = None,
+                 expected: dict | None = None) -> dict[int, torch.Tensor]:
+    """C_ℓ = sum/count in fp64 for ``layers`` from a verified statistics file (caches.load_stats): its bytes,
+    its format, the fields of ``expected`` (a stats key, e.g. expected_stats_key's) and, given ``model_dir``,
+    the model's weights. On the CPU (the solves move them to the keys' device)."""
     import torch
 
-    data = np.load(stats_npz)
-    stored = [int(x) for x in data["layers"]]
-    missing = [layer for layer in layers if layer not in stored]
-    if missing:
-        raise ValueError(f"{stats_npz}: statistics lack layers {missing} (have {stored})")
-    sidecar = Path(stats_npz).with_suffix(".json")
-    if model_dir is not None and sidecar.exists():
-        recorded = io.read_json(sidecar).get("model_fingerprint")
-        current = _model_fingerprint(model_dir)
-        if recorded and current != "unknown" and recorded != current:
-            raise ValueError(f"{stats_npz}: computed for other weights ({recorded[:12]}…, now {current[:12]}…)")
-    count = int(data["count"])
-    return {layer: torch.from_numpy(data[f"sum_{layer}"]).double() / count for layer in layers}
+    expected = dict(expected or {})
+    if model_dir is not None and _model_fingerprint(model_dir) != "unknown":
+        expected["model_fingerprint"] = _model_fingerprint(model_dir)
+    sums, count, _ = caches.load_stats(stats_npz, layers, expected)
+    return {layer: torch.from_numpy(sums[layer]).double() / count for layer in layers}
+
+
+def stats_record(stats_npz: str) -> dict:
+    """What an edit records about the statistics it used: the file, its sha256 and its stored key."""
+    return {"path": str(stats_npz), "sha256": io.sha256_file(stats_npz), "key": caches.read_stats_key(stats_npz)}
 
 
 # ------------------------------------------------------------------------------------------------- rules
@@ -149,7 +165,10 @@ def select_edits(records: str, known_manifest: str | None, dataset_spec: dict, n
 
 
 def compute_stats(model_dir: str, model_cfg: dict, layers: list[int], corpus_name: str, corpus_spec: dict,
-                  stats_cfg: dict, mirror_dir: str | None, seed: int, out_npz: str, out_json: str) -> None:
+                  stats_cfg: dict, mirror_dir: str | None, seed: int, out_npz: str, out_json: str,
+                  out_timings: str | None = None) -> None:
+    """The statistics file (caches.save_stats: sums, token count and key), a JSON sidecar with the key, the
+    corpus's provenance and the library versions, and the timings apart."""
     from massedit.architectures import arch_for
     from massedit.corpora import load_documents
     from massedit.datasets.sources import effective_mirror_dir
@@ -164,17 +183,21 @@ def compute_stats(model_dir: str, model_cfg: dict, layers: list[int], corpus_nam
     sums, count, info = second_moments(model, tokenizer, arch_for(model), list(layers), docs,
                                        int(stats_cfg["maxlen"]), add_bos, stats_cfg.get("dtype", "float32"),
                                        int(stats_cfg.get("batch_tokens", 4096)))
-    io.save_npz(out_npz, layers=np.array(sorted(layers)), count=np.array(count),
-                **{f"sum_{layer}": sums[layer].cpu().numpy() for layer in layers})
+    key = caches.stats_key(_model_fingerprint(model_dir), model_cfg, corpus_name, corpus_spec, layers,
+                           stats_cfg["n_docs"], stats_cfg["maxlen"], stats_cfg.get("dtype", "float32"), seed)
+    caches.save_stats(out_npz, key, {layer: sums[layer] for layer in layers}, count)
     tokenizer_file = Path(model_dir) / "tokenizer.json"
+    wall_s = info.pop("wall_s")
     io.write_json(out_json, {
-        "layers": sorted(layers), "n_tokens": count, "corpus": corpus_name, "corpus_provenance": provenance,
-        "n_docs": int(stats_cfg["n_docs"]), "maxlen": int(stats_cfg["maxlen"]), "dtype": stats_cfg.get("dtype"),
-        "seed": seed, "bos": add_bos, "model_fingerprint": _model_fingerprint(model_dir),
+        "key": key, "n_tokens": count, "corpus_provenance": provenance, **info,
+        # the key's fields again at the top level, where earlier sidecars kept them
+        "layers": key["layers"], "corpus": corpus_name, "n_docs": key["n_docs"], "maxlen": key["maxlen"],
+        "dtype": key["dtype"], "seed": key["seed"], "bos": key["add_bos"], "model_fingerprint": key["model_fingerprint"],
         "tokenizer_sha256": io.sha256_file(tokenizer_file) if tokenizer_file.exists() else None,
-        "documents_s": t_docs, "tokens_per_s": count / max(info["wall_s"], 1e-9), **info,
-        "total_wall_s": time.perf_counter() - t0, "library_versions": io.library_versions(),
+        "library_versions": io.library_versions(),
     })
+    _write_timings(out_timings, {"documents_s": t_docs, "statistics_s": wall_s,
+                                 "tokens_per_s": count / max(wall_s, 1e-9), "total_s": time.perf_counter() - t0})
 
 
 def generate_prefixes(model_dir: str, model_cfg: dict, prefix_len: int, n_prefixes: int, seed: int,
@@ -184,12 +207,13 @@ def generate_prefixes(model_dir: str, model_cfg: dict, prefix_len: int, n_prefix
     model, tokenizer = _load(model_dir, model_cfg)
     prefixes = eval_prefixes(model, tokenizer, int(prefix_len), int(n_prefixes), seed, _add_bos(model_cfg))
     io.write_json(out_json, {"prefixes": prefixes, "prefix_len": int(prefix_len), "seed": seed,
-                             "model_fingerprint": _model_fingerprint(model_dir)})
+                             "model_fingerprint": _model_fingerprint(model_dir), "add_bos": _add_bos(model_cfg)})
 
 
 def optimise_residuals(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, seed: int,
-                       out_pt: str) -> None:
-    """The residual phase of an edit, saved so that every smaller batch of the same records reuses its head."""
+                       out_pt: str, out_timings: str | None = None) -> None:
+    """The residual phase of an edit, saved with its key (caches.residuals_key, the records' ids and hashes)
+    so that every smaller batch of the same records reuses its head."""
     from massedit.datasets.selection import ordered_ids_hash
     from massedit.editing.run import compute_residuals
 
@@ -198,54 +222,68 @@ def optimise_residuals(method: str, hparams: dict, model_dir: str, model_cfg: di
     # ``hparams`` are residual_hparams: the z-layer stands for the layer set, which only the update reads.
     hp = {**{k: v for k, v in hparams.items() if k != "z_layer"}, "layers": [int(hparams["z_layer"])]}
     res = compute_residuals(model, tokenizer, rows, method, hp, seed, _add_bos(model_cfg))
+    key = caches.residuals_key(method, hparams, seed, _model_fingerprint(model_dir), model_cfg)
     io.save_torch(out_pt, {
-        "method": method, "hparams": hparams, "seed": seed, "case_ids": [r["case_id"] for r in rows],
-        "ordered_ids_sha256": ordered_ids_hash(rows), "model_fingerprint": _model_fingerprint(model_dir),
-        "templates": res.templates, "z_keys": res.z_keys.cpu(), "residuals": res.residuals.cpu(), "h": res.h.cpu(),
-        "iterations": res.iterations, "losses": res.losses, "timings": res.timings,
+        "key": key, "method": method, "hparams": hparams, "seed": seed, "case_ids": [r["case_id"] for r in rows],
+        "record_sha256s": caches.record_hashes(rows), "ordered_ids_sha256": ordered_ids_hash(rows),
+        "model_fingerprint": key["model_fingerprint"], "templates": res.templates, "z_keys": res.z_keys.cpu(),
+        "residuals": res.residuals.cpu(), "h": res.h.cpu(), "iterations": res.iterations, "losses": res.losses,
     })
+    _write_timings(out_timings, res.timings)
 
 
-def load_residual_head(path: str, rows: list[dict], model_dir: str, hparams: dict | None = None):
-    """The residuals of ``rows`` from a saved residual phase whose records start with them; with ``hparams``
-    (the editing method's), the file's residual settings must be theirs."""
-    import torch
-
-    from massedit.config import canonical
+def load_residual_head(path: str, rows: list[dict], model_dir: str, hparams: dict | None = None,
+                       seed: int | None = None, model_cfg: dict | None = None):
+    """The residuals of ``rows`` from a saved residual phase whose records start with them (same ids and
+    content) and whose weights are the model's; with ``hparams`` (the editing method's), ``seed`` and
+    ``model_cfg``, its residual settings, seed, model dtype and BOS policy must be these too."""
     from massedit.editing.run import Residuals
     from massedit.editing.sharing import residual_hparams
 
-    saved = torch.load(path, weights_only=True, map_location="cpu")
-    ids = [r["case_id"] for r in rows]
-    if saved["case_ids"][: len(ids)] != ids:
-        raise ValueError(f"{path}: its records do not start with the {len(ids)} records being edited")
-    if saved["model_fingerprint"] != _model_fingerprint(model_dir):
-        raise ValueError(f"{path}: the residuals were computed for other weights")
-    if hparams is not None and canonical(saved["hparams"]) != canonical(residual_hparams(hparams)):
-        raise ValueError(f"{path}: the residuals were computed with other settings ({saved['hparams']}) than "
-                         f"this edit's ({residual_hparams(hparams)})")
+    expected = {"model_fingerprint": _model_fingerprint(model_dir)}
+    if hparams is not None:
+        expected["hparams"] = residual_hparams(hparams)
+    if seed is not None:
+        expected["seed"] = int(seed)
+    if model_cfg is not None:
+        expected["model_dtype"] = model_cfg.get("dtype", "float32")
+        expected["add_bos"] = _add_bos(model_cfg)
+    saved = caches.load_residuals(path, rows, expected)
+    # The residual job's timings (its whole batch), when they sit beside the file; not an input of the edit.
+    timings_file = Path(path).with_name("timings.json")
+    timings = io.read_json(timings_file) if timings_file.exists() else {}
     whole = Residuals(saved["templates"], saved["z_keys"], saved["residuals"], saved["h"], saved["iterations"],
-                      saved["losses"], saved["timings"])
-    return whole.head(len(ids))
+                      saved["losses"], timings)
+    return whole.head(len(rows))
 
 
 def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, stats_npz: str | None,
                seed: int, out_deltas: str, out_artefacts: str, out_meta: str, projections: str | None = None,
-               residuals: str | None = None) -> None:
+               residuals: str | None = None, stats_settings: dict | None = None,
+               out_timings: str | None = None) -> None:
     """One batch of edits. FT needs no statistics (``stats_npz`` None); AlphaEdit reads its cached null-space
     projections when ``projections`` is given; ``residuals`` (optimise_residuals' file, possibly of a larger
-    batch starting with these records) replaces the residual phase."""
+    batch starting with these records) replaces the residual phase. Every cache is verified against the key
+    this edit needs (``stats_settings``: the config's statistics settings) before the model is loaded, so a bad
+    one fails the job before any output is written."""
     from massedit.architectures import arch_for
     from massedit.datasets.selection import ordered_ids_hash
     from massedit.editing.run import run_edit
 
     t0 = time.perf_counter()
-    model, tokenizer = _load(model_dir, model_cfg)
     rows = io.read_jsonl(records)
     layers = [int(x) for x in hparams["layers"]]
-    moments = load_moments(stats_npz, layers, model_dir) if stats_npz else None
-    cached = load_projections(projections, layers) if projections else None
-    precomputed = load_residual_head(residuals, rows, model_dir, hparams) if residuals else None
+    expected = expected_stats_key(model_dir, model_cfg, stats_settings) if stats_settings else None
+    moments = load_moments(stats_npz, layers, model_dir, expected) if stats_npz else None
+    stats = stats_record(stats_npz) if stats_npz else None
+    cached = None
+    if projections:
+        wanted = {"threshold": float(hparams["nullspace_threshold"])}
+        if stats is not None:
+            wanted.update(stats_key=stats["key"], stats_sha256=stats["sha256"])
+        cached = load_projections(projections, layers, wanted)
+    precomputed = load_residual_head(residuals, rows, model_dir, hparams, seed, model_cfg) if residuals else None
+    model, tokenizer = _load(model_dir, model_cfg)
     t_load = time.perf_counter() - t0
     result = run_edit(model, tokenizer, rows, moments, method, hparams, seed, _add_bos(model_cfg),
                       projections=cached, residuals=precomputed)
@@ -263,44 +301,50 @@ def edit_model(method: str, hparams: dict, model_dir: str, model_cfg: dict, reco
     io.write_json(out_meta, {
         "method": method, "hparams": hparams, "seed": seed, "n_edits": n, "bos": _add_bos(model_cfg),
         "ordered_ids_sha256": ordered_ids_hash(rows), "records_sha256": io.sha256_file(records),
-        "stats": str(stats_npz), "model_fingerprint": _model_fingerprint(model_dir),
+        "stats": str(stats_npz) if stats_npz else None,
+        "stats_sha256": stats["sha256"] if stats else None, "stats_key": stats["key"] if stats else None,
+        "projections_sha256": io.sha256_file(projections) if projections else None,
+        "model_fingerprint": _model_fingerprint(model_dir),
         "templates": result.templates, "templates_sha256": io.sha256_json(result.templates),
         "iterations": result.iterations, "final_losses": result.losses,
-        "timings": {"load_s": t_load, **result.timings,
-                    "residual_s_per_edit": result.timings["residuals_s"] / max(result.timings.get("residuals_n", n), 1),
-                    "total_s": time.perf_counter() - t0},
         "delta_norms": {int(layer): float(d.norm()) for layer, d in result.deltas.items()},
         "info": result.info,
-        # Residual timings of a shared residual file are those of its whole batch.
         "residuals_from": residuals,
+        "residuals_sha256": io.sha256_file(residuals) if residuals else None,
         "library_versions": io.library_versions(),
     })
+    timings = {"load_s": t_load, **result.timings, "total_s": time.perf_counter() - t0}
+    if "residuals_s" in timings:
+        # Residual timings of a shared residual file are those of its whole batch.
+        timings["residual_s_per_edit"] = timings["residuals_s"] / max(timings.get("residuals_n", n), 1)
+    _write_timings(out_timings, timings)
 
 
 def null_space_projections(stats_npz: str, layers: list[int], threshold: float, out_pt: str, out_json: str,
-                           device: str = "cpu") -> None:
-    """AlphaEdit's projections P (d_ff × d_ff, fp32) per layer from cached statistics, with their ranks."""
+                           device: str = "cpu", expected_stats: dict | None = None,
+                           out_timings: str | None = None) -> None:
+    """AlphaEdit's projections P (d_ff × d_ff, fp32) per layer from verified statistics (``expected_stats``:
+    the key they must carry), with their ranks; the file carries caches.projections_key."""
     from massedit.editing.alphaedit import null_space_projection, projection_rank
 
     t0 = time.perf_counter()
-    moments = load_moments(stats_npz, layers)
+    moments = load_moments(stats_npz, layers, expected=expected_stats)
+    stats = stats_record(stats_npz)
     projections = {layer: null_space_projection(moments[layer].to(device), threshold).cpu() for layer in layers}
-    io.save_torch(out_pt, {"projections": projections, "threshold": threshold, "stats": stats_npz})
+    key = caches.projections_key(stats["key"], stats["sha256"], threshold, layers)
+    io.save_torch(out_pt, {"key": key, "projections": projections, "threshold": float(threshold),
+                           "stats": str(stats_npz)})
     io.write_json(out_json, {
-        "layers": layers, "threshold": threshold, "ranks": {layer: projection_rank(p) for layer, p in projections.items()},
-        "stats_sha256": io.sha256_file(stats_npz), "wall_s": time.perf_counter() - t0,
-        "library_versions": io.library_versions(),
+        "layers": key["layers"], "threshold": key["threshold"],
+        "ranks": {layer: projection_rank(p) for layer, p in projections.items()},
+        "stats_sha256": stats["sha256"], "key": key, "library_versions": io.library_versions(),
     })
+    _write_timings(out_timings, {"total_s": time.perf_counter() - t0})
 
 
-def load_projections(path: str, layers: list[int]) -> dict:
-    import torch
-
-    saved = torch.load(path, weights_only=True, map_location="cpu")["projections"]
-    missing = [layer for layer in layers if layer not in saved]
-    if missing:
-        raise ValueError(f"{path}: no projection for layers {missing}")
-    return {layer: saved[layer] for layer in layers}
+def load_projections(path: str, layers: list[int], expected: dict | None = None) -> dict:
+    """The cached projection per layer, verified (caches.load_projections) against ``expected``."""
+    return caches.load_projections(path, layers, expected)
 
 
 def _evaluate(kind: str, model, tokenizer, rows: list[dict], prefixes: list[str], add_bos: bool, eval_cfg: dict,
@@ -342,15 +386,29 @@ def _edited_model(model_dir: str, model_cfg: dict, deltas: str | None):
     return model, tokenizer
 
 
+def _timing_fields(summary: dict) -> dict:
+    """The wall-clock fields of an evaluation protocol's summary (``*_seconds``)."""
+    return {key: value for key, value in summary.items() if key.endswith("_seconds")}
+
+
+def _check_prefixes(path: str, prefix_data: dict, model_dir: str, model_cfg: dict) -> None:
+    """The evaluation prefixes were sampled from this model with this BOS policy."""
+    expected = {"model_fingerprint": _model_fingerprint(model_dir)}
+    if "add_bos" in prefix_data:
+        expected["add_bos"] = _add_bos(model_cfg)
+    io.verify_key(path, prefix_data, expected, "generate_eval_prefixes")
+
+
 def evaluate_model(model_dir: str, model_cfg: dict, records: str, prefixes: str, deltas: str | None,
                    eval_cfg: dict, out_records: str, out_summary: str, labels: dict,
-                   head_of: tuple[str, str] | None = None) -> None:
+                   head_of: tuple[str, str] | None = None, out_timings: str | None = None) -> None:
     """Evaluate the model (with ``deltas`` applied, if any) on ``records``. ``head_of`` (records.jsonl and
     summary.json of the same model evaluated on a larger batch starting with these records, with the same
-    prefixes and settings) takes its head instead of running the model."""
+    prefixes and settings) takes its head instead of running the model. Timings go to ``out_timings``."""
     t0 = time.perf_counter()
     rows = io.read_jsonl(records)
-    prefix_data = io.read_json(prefixes)
+    prefix_data = io.read_json(prefixes, "generate_eval_prefixes")
+    _check_prefixes(prefixes, prefix_data, model_dir, model_cfg)
     kind = labels.get("dataset_kind", "counterfact")
     if head_of:
         from massedit.evaluation.head import head_rows, head_summary
@@ -367,14 +425,16 @@ def evaluate_model(model_dir: str, model_cfg: dict, records: str, prefixes: str,
         model, tokenizer = _edited_model(model_dir, model_cfg, deltas)
         per_record, summary = _evaluate(kind, model, tokenizer, rows, prefix_data["prefixes"], _add_bos(model_cfg),
                                         eval_cfg, model_cfg)
+    timings = _timing_fields(summary)
     io.write_jsonl(out_records, per_record)
     io.write_json(out_summary, {
-        **labels, **summary, "prefix_len": prefix_data["prefix_len"], "prefix_seed": prefix_data["seed"],
+        **labels, **{key: value for key, value in summary.items() if key not in timings},
+        "prefix_len": prefix_data["prefix_len"], "prefix_seed": prefix_data["seed"],
         "prefixes_sha256": io.sha256_json(prefix_data["prefixes"]), "records_sha256": io.sha256_file(records),
-        "deltas": deltas, "eval_settings": eval_cfg, "wall_s": time.perf_counter() - t0,
-        "seconds_per_record": (time.perf_counter() - t0) / max(len(rows), 1),
-        "library_versions": io.library_versions(),
+        "deltas": deltas, "eval_settings": eval_cfg, "library_versions": io.library_versions(),
     })
+    wall_s = time.perf_counter() - t0
+    _write_timings(out_timings, {**timings, "wall_s": wall_s, "seconds_per_record": wall_s / max(len(rows), 1)})
 
 
 def evaluate_general(model_dir: str, model_cfg: dict, deltas: str | None, tasks: dict[str, str],
@@ -388,10 +448,13 @@ def evaluate_general(model_dir: str, model_cfg: dict, deltas: str | None, tasks:
     results = run(model, tokenizer, tasks, general_cfg.get("n_per_task"), _add_bos(model_cfg),
                   batch_size=int(eval_cfg.get("batch_size", 32)), rte_polarity="paper" if paper else "clean",
                   gen_len=int(general_cfg.get("gen_len", 5)))
+    # Wall-clock times (per task and in all) go to the job's log, so the results are byte-identical.
+    seconds = {task: scores.pop("seconds") for task, scores in results.items() if "seconds" in scores}
     io.write_json(out_json, {
         **labels, "tasks": results, "settings": general_cfg, "deltas": deltas,
-        "wall_s": time.perf_counter() - t0, "library_versions": io.library_versions(),
+        "library_versions": io.library_versions(),
     })
+    _write_timings(None, {"tasks_s": seconds, "wall_s": time.perf_counter() - t0})
 
 
 def make_tables(summaries: list[str], out_csv: str, out_md: str) -> None:

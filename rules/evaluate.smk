@@ -39,6 +39,8 @@ rule evaluate_model:
     output:
         records="results/eval/{model}/{dataset}/{method}/n{n}/records.jsonl",
         summary="results/eval/{model}/{dataset}/{method}/n{n}/summary.json",
+        # wall-clock times, apart from the summary so that a rerun gives identical bytes
+        timings="results/eval/{model}/{dataset}/{method}/n{n}/timings.json",
     params:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         eval_cfg=mc.eval_settings(config),

@@ -1,6 +1,31 @@
 # Preservation statistics: one pass over the corpus yields every layer of the set. Everything that
 # determines the result is in the file name or in params, so the between-workflow cache never confuses
-# two settings; batch sizes are read at run time because they only change speed.
+# two settings; batch sizes are read at run time because they only change speed. The file also carries
+# that key inside (massedit.caches), and every reader checks it against the key it needs.
+from massedit import caches
+
+
+def stats_file_settings(stats_wildcards):
+    """The settings a statistics file must have been computed with, from the wildcards of its path (model,
+    corpus, layers, n_docs, maxlen, dtype) and the config (seed, corpus spec): what its readers check."""
+    return {
+        "corpus": stats_wildcards["corpus"],
+        "corpus_spec": mc.corpus_spec(config, stats_wildcards["corpus"]),
+        "layers": mc.parse_layers_key(str(stats_wildcards["layers"])),
+        "n_docs": int(stats_wildcards["n_docs"]),
+        "maxlen": int(stats_wildcards["maxlen"]),
+        "dtype": stats_wildcards["dtype"],
+        "seed": mc.stats_settings(config, stats_wildcards["model"])["seed"],
+    }
+
+
+def checked_stats(stats_path, stats_wildcards):
+    """An input function's statistics file, refused while Snakemake builds the DAG when it exists but cannot
+    be opened or its stored key contradicts its name. A job's outputs are deleted before it starts, so this is
+    the only check that keeps a consumer's good outputs when someone drops a bad file in place."""
+    if stats_path and Path(stats_path).exists():
+        caches.check_stats_name(stats_path, stats_file_settings(stats_wildcards))
+    return stats_path
 from massedit.corpora import input_files as corpus_input_files
 
 
@@ -17,11 +42,14 @@ rule compute_layer_stats:
             "resources/stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}",
             npz=".npz",
             json=".json",
+            timings=".timings.json",
         ),
     params:
         model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
         corpus_spec=lambda wildcards: mc.corpus_spec(config, wildcards.corpus),
         seed=lambda wildcards: mc.stats_settings(config, wildcards.model)["seed"],
+        # A new file format (what the stored key holds) reruns the statistics instead of refusing old files.
+        cache_format=caches.STATS_FORMAT,
     threads: MODEL_THREADS
     # Time grows with the tokens pushed through the model: about 1e-6 GPU minutes per token and billion
     # parameters, doubled for slack.
@@ -34,8 +62,8 @@ rule compute_layer_stats:
         runtime=model_runtime(30, 2e-6, stats_tokens),
     log:
         "logs/compute_layer_stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}.log",
-    # No benchmark: Snakemake forbids it on cacheable rules (a cache hit could not fill it); the .json
-    # sidecar records the wall time instead.
+    # No benchmark: Snakemake forbids it on cacheable rules (a cache hit could not fill it); the
+    # .timings.json output records the wall time instead, apart from the results so they stay byte-identical.
     cache: "omit-software"
     conda:
         "../envs/model.yaml"
@@ -47,12 +75,19 @@ rule compute_layer_stats:
 # statistics they come from and shared by every AlphaEdit edit of the model.
 rule null_space_projections:
     input:
-        stats="resources/stats/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}.npz",
+        stats=lambda wildcards: checked_stats(fill(rules.compute_layer_stats.output.npz, wildcards), wildcards),
+        # the weights the statistics must have been computed from (checked against the file's key)
+        fingerprint=rules.acquire_model.output.fingerprint,
     output:
         pt="resources/projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.pt",
         json="resources/projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.json",
+        timings="resources/projections/{model}/{corpus}/L{layers}_d{n_docs}_t{maxlen}_{dtype}_thr{threshold}.timings.json",
     wildcard_constraints:
         threshold=r"[0-9.eE+-]+",
+    params:
+        model_cfg=lambda wildcards: mc.model_spec(config, wildcards.model),
+        stats_settings=lambda wildcards: stats_file_settings(wildcards),
+        cache_format=caches.PROJECTIONS_FORMAT,
     threads: MODEL_THREADS
     resources:
         gpu=GPU_SLOT,

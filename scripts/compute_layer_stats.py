@@ -5,12 +5,13 @@ from _wiring import console_logging, limit_threads, redirect_logs
 
 
 def main(model_dir: str, model_cfg: dict, layers: list[int], corpus_name: str, corpus_spec: dict,
-         stats_cfg: dict, mirror_dir: str | None, seed: int, out_npz: str, out_json: str, threads: int = 1) -> None:
+         stats_cfg: dict, mirror_dir: str | None, seed: int, out_npz: str, out_json: str, threads: int = 1,
+         out_timings: str | None = None) -> None:
     limit_threads(threads)
     from massedit import steps
 
     steps.compute_stats(model_dir, model_cfg, layers, corpus_name, corpus_spec, stats_cfg, mirror_dir, seed,
-                        out_npz, out_json)
+                        out_npz, out_json, out_timings)
 
 
 if "snakemake" in globals():
@@ -38,6 +39,7 @@ if "snakemake" in globals():
         snakemake.output.npz,
         snakemake.output.json,
         snakemake.threads,
+        snakemake.output.timings,
     )
 elif __name__ == "__main__":
     from massedit import config as mc
@@ -49,6 +51,7 @@ elif __name__ == "__main__":
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--out-npz", required=True)
     parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-timings", help="wall-clock times (default: the log)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     console_logging()
@@ -58,5 +61,5 @@ elif __name__ == "__main__":
     main(
         args.model_dir, mc.model_spec(cfg, args.model), mc.resolve_hparams(cfg, args.method, args.model)["layers"],
         settings["corpus"], mc.corpus_spec(cfg, settings["corpus"]), stats_cfg, mc.mirror_dir(cfg),
-        settings["seed"], args.out_npz, args.out_json, args.threads,
+        settings["seed"], args.out_npz, args.out_json, args.threads, args.out_timings,
     )

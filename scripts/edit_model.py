@@ -6,12 +6,12 @@ from _wiring import console_logging, limit_threads, redirect_logs
 
 def main(method: str, hparams: dict, model_dir: str, model_cfg: dict, records: str, stats_npz: str | None, seed: int,
          out_deltas: str, out_artefacts: str, out_meta: str, threads: int = 1, projections: str | None = None,
-         residuals: str | None = None) -> None:
+         residuals: str | None = None, stats_settings: dict | None = None, out_timings: str | None = None) -> None:
     limit_threads(threads)
     from massedit import steps
 
     steps.edit_model(method, hparams, model_dir, model_cfg, records, stats_npz, seed, out_deltas, out_artefacts,
-                     out_meta, projections, residuals)
+                     out_meta, projections, residuals, stats_settings, out_timings)
 
 
 def _optional(value) -> str | None:
@@ -39,6 +39,8 @@ if "snakemake" in globals():
         snakemake.threads,
         _optional(snakemake.input.get("projections")),
         _optional(snakemake.input.get("residuals")),
+        snakemake.params.get("stats_settings"),
+        snakemake.output.get("timings"),
     )
 elif __name__ == "__main__":
     from massedit import config as mc

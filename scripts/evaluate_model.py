@@ -6,12 +6,12 @@ from _wiring import console_logging, limit_threads, redirect_logs
 
 def main(model_dir: str, model_cfg: dict, records: str, prefixes: str, deltas: str | None, eval_cfg: dict,
          out_records: str, out_summary: str, labels: dict, threads: int = 1,
-         head_of: tuple[str, str] | None = None) -> None:
+         head_of: tuple[str, str] | None = None, out_timings: str | None = None) -> None:
     limit_threads(threads)
     from massedit import steps
 
     steps.evaluate_model(model_dir, model_cfg, records, prefixes, deltas, eval_cfg, out_records, out_summary, labels,
-                         head_of)
+                         head_of, out_timings)
 
 
 if "snakemake" in globals():
@@ -35,6 +35,8 @@ if "snakemake" in globals():
         snakemake.params.labels,
         snakemake.threads,
         tuple(head_of) if head_of else None,
+        # rule evaluate_prefix_length declares no timings file: its timings go to the log
+        snakemake.output.get("timings"),
     )
 elif __name__ == "__main__":
     from massedit import config as mc

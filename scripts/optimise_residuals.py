@@ -11,4 +11,4 @@ if "snakemake" in globals():
 
     steps.optimise_residuals(snakemake.wildcards.method, snakemake.params.hparams, snakemake.input.model,
                              snakemake.params.model_cfg, snakemake.input.records, snakemake.params.seed,
-                             snakemake.output.residuals)
+                             snakemake.output.residuals, snakemake.output.get("timings"))

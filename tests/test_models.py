@@ -112,7 +112,7 @@ def test_local_acquire_then_load_gives_identical_logits(tmp_path, arch, style):
     assert manifest["tie_word_embeddings"] == (arch == "gpt2")  # GPT-2 ties them; the tiny Llama does not
     assert manifest["tokenizer"]["adds_bos"] == (style == "llama")
     assert {"torch", "transformers", "python"} <= set(manifest["library_versions"])
-    assert manifest["wall_time_s"] > 0
+    assert "wall_time_s" not in manifest  # timings go to the log, so reruns give identical manifests
     assert list(manifest["weights"]) == ["model.safetensors"]
     for name, digest in {**manifest["weights"], **manifest["files"]}.items():
         assert sha256_file(out / name) == digest
