@@ -47,11 +47,21 @@ def accelerator_present():
 # A local run without one runs them as small CPU jobs instead: one thread each and as many at once as there
 # are cores, so start-up and model loading overlap and small matrices keep a core busy (measured on 2
 # cores: a single-threaded residual step is 1.5x slower than a two-threaded one, and two run at once).
-# A cluster job re-parses this file on its node with `--mode remote` (and there the innermost Snakemake runs
-# the local executor): it must keep the threads its submitter requested, whatever the node has.
-CPU_ONLY_LOCAL = workflow.local_exec and not workflow.remote_exec and not accelerator_present()
-MODEL_THREADS = 1 if CPU_ONLY_LOCAL else TORCH_THREADS
-GPU_SLOT = 0 if CPU_ONLY_LOCAL else 1
+def model_threads(wildcards):
+    """A model job's threads, decided when Snakemake creates the job: by then it has chosen the executor,
+    which it has not while it parses this file (workflow.local_exec is true at parse time whatever the
+    executor). A job re-run inside a cluster job (--mode remote: the node parses the workflow again) takes
+    the CPUs it was given, SLURM_CPUS_PER_TASK, so torch runs as many threads as the job requested."""
+    if workflow.remote_exec:
+        return int(os.environ.get("SLURM_CPUS_PER_TASK") or TORCH_THREADS)
+    if workflow.local_exec and not accelerator_present():
+        return 1
+    return TORCH_THREADS
+
+
+MODEL_THREADS = model_threads
+# Only a workstation's own accelerator makes a slot (a cluster asks for GPUs through `gres`).
+GPU_SLOT = 1 if accelerator_present() else 0
 
 
 def mem_mb(base):

@@ -26,6 +26,11 @@ def console_logging() -> None:
 
 
 def limit_threads(threads: int) -> None:
+    """Torch's intra-op threads: the job's own (Snakemake's ``threads``, which a cluster job requested)."""
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+    # The job's record of what it ran with; tests/test_slurm.py compares it with the CPUs SLURM allocated.
+    logging.getLogger("massedit.threads").info(
+        "torch threads: %d (job threads %s, SLURM_CPUS_PER_TASK %s)", torch.get_num_threads(), threads,
+        os.environ.get("SLURM_CPUS_PER_TASK", "unset"))
