@@ -178,8 +178,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def dumps_json(obj: Any, indent: int | None = 2) -> str:
@@ -226,7 +226,8 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
     """np.savez's format (uncompressed .npy entries), written with fixed entry timestamps in the given order."""
     import numpy as np
 
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh, \
+            zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, value in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE_TIME)
             info.external_attr = 0o644 << 16

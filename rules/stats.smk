@@ -2,6 +2,8 @@
 # determines the result is in the file name or in params, so the between-workflow cache never confuses
 # two settings; batch sizes are read at run time because they only change speed. The file also carries
 # that key inside (massedit.caches), and every reader checks it against the key it needs.
+from snakemake.logging import logger
+
 from massedit import caches
 
 
@@ -19,12 +21,23 @@ def stats_file_settings(stats_wildcards):
     }
 
 
+REFUSED_STATS = set()
+
+
 def checked_stats(stats_path, stats_wildcards):
     """An input function's statistics file, refused while Snakemake builds the DAG when it exists but cannot
-    be opened or its stored key contradicts its name. A job's outputs are deleted before it starts, so this is
-    the only check that keeps a consumer's good outputs when someone drops a bad file in place."""
+    be opened or its stored key contradicts its name. Snakemake deletes a job's outputs before it starts, so
+    only a refusal here keeps a consumer's good outputs: Snakemake then leaves a consumer whose outputs exist
+    alone (it drops the job; hence the warning, once per file) and reports the error for one whose outputs
+    are missing."""
     if stats_path and Path(stats_path).exists():
-        caches.check_stats_name(stats_path, stats_file_settings(stats_wildcards))
+        try:
+            caches.check_stats_name(stats_path, stats_file_settings(stats_wildcards))
+        except caches.io.ArtefactError as err:
+            if stats_path not in REFUSED_STATS:
+                REFUSED_STATS.add(stats_path)
+                logger.warning(f"Refusing {err}\nJobs reading it are not run; their earlier outputs are kept.")
+            raise
     return stats_path
 from massedit.corpora import input_files as corpus_input_files
 
