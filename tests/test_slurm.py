@@ -2,8 +2,9 @@
 
 The dry runs need nothing beyond Snakemake. The real run starts a private single-node cluster with
 tests/cluster/start.sh, runs the tiny workflow of test_workflow.py through `--profile profiles/slurm`, and
-checks that every job not marked local ran as a SLURM job that completed (the GPU steps holding a GPU) and
-that the results equal those of a local run. It needs root and the munge, slurmctld, slurmd and
+checks that every job not marked local ran as a SLURM job that completed (the GPU steps holding a GPU), that
+each model step ran torch with as many threads as CPUs SLURM gave its job, and that the results equal those
+of a local run. It needs root and the munge, slurmctld, slurmd and
 slurm-client packages (tests/cluster/install.sh). Without them it skips and says why, unless
 MASSEDIT_TEST_SLURM_REQUIRE=1 (set by .ci/run once it has installed them) makes that a failure.
 """
@@ -46,6 +47,8 @@ TINY_MODEL_RULES = QUICKSTART_MODEL_RULES - {"filter_known"}
 LOCAL_RULES = {"all", "prepare_dataset", "select_edits", "make_tables", "plot_scaling", "compare_with_paper"}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CLUSTER_RUN_TIMEOUT = 900
+# The CPUs a model step asks for under tests/cluster/profile (its max-threads); acquisition asks for 1.
+MODEL_STEP_CPUS = 2
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -66,9 +69,12 @@ def parse_jobs(output: str) -> list[dict]:
         match = re.fullmatch(r"(local)?rule (\w+):", stripped)
         if match:
             jobs.append({"rule": match.group(2), "local": bool(match.group(1)),
-                         "group": group if line.startswith(" ") else None, "wildcards": "", "resources": {}})
+                         "group": group if line.startswith(" ") else None, "wildcards": "", "resources": {},
+                         "log": ""})
         elif jobs and stripped.startswith("wildcards:"):
             jobs[-1]["wildcards"] = stripped[len("wildcards:"):].strip()
+        elif jobs and stripped.startswith("log:"):
+            jobs[-1]["log"] = stripped[len("log:"):].split(" (")[0].strip()
         elif jobs and stripped.startswith("resources:"):
             items = stripped[len("resources:"):].split(", ")
             jobs[-1]["resources"] = dict(item.strip().split("=", 1) for item in items if "=" in item)
@@ -226,7 +232,10 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
 
     local_dir, cluster_dir = base / "local", base / "cluster"
     started = time.monotonic()
-    snakemake(local_dir, configfile, "--cores", "2", "--max-threads", "1", "--resources", "gpu=2")
+    # The local run gives each model step the threads it gets in the cluster: torch's sums depend on the
+    # thread count, and the results below are compared exactly.
+    same_threads = [f"{rule}={MODEL_STEP_CPUS}" for rule in sorted(TINY_MODEL_RULES - {"acquire_model"})]
+    snakemake(local_dir, configfile, "--cores", "2", "--set-threads", *same_threads, "--resources", "gpu=2")
     local_s = time.monotonic() - started
 
     cmd = [sys.executable, "-m", "snakemake", "-d", str(cluster_dir), "-s", str(SNAKEFILE),
@@ -265,6 +274,7 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
     assert set(logs) == set(submitted), (sorted(logs), submitted)
     ran_in_slurm = set()
     evidence = []
+    threads_seen = {}
     for slurm_id in submitted:
         inside = job_keys(logs[slurm_id].read_text(errors="replace"), local=False)
         assert inside, f"SLURM job {slurm_id} ran no rule: {logs[slurm_id]}"
@@ -276,6 +286,17 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
         record = re.search(rf"^JobId={slurm_id} .*$", completions, re.M)
         assert record and "JobState=COMPLETED" in record.group(0) and "ExitCode=0:0" in record.group(0), \
             (slurm_id, record and record.group(0))
+        # Each model step's torch runs as many threads as CPUs SLURM allocated to its job (the job
+        # re-parses the workflow on the node, which must not fall back to the CPU-only local choice).
+        cpus = int(re.search(r"\bProcCnt=(\d+)", record.group(0)).group(1))
+        for job in parse_jobs(logs[slurm_id].read_text(errors="replace")):
+            if job["local"] or job["rule"] not in MODEL_RULES:
+                continue
+            rule_log = cluster_dir / job["log"]
+            recorded = re.findall(r"torch threads: (\d+)", rule_log.read_text(errors="replace"))
+            assert recorded, f"{rule_log} records no torch thread count"
+            assert {int(t) for t in recorded} == {cpus}, (slurm_id, job["rule"], recorded, cpus)
+            threads_seen[job["rule"]] = cpus
         rules = sorted({rule for rule, _ in inside})
         job_state, gres, comment = squeue.get(slurm_id, ("(gone)", "", ""))
         if slurm_id in squeue:
@@ -283,6 +304,9 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path_factory):
             assert ("gpu" in gres) == bool(GPU_RULES & set(rules)), (slurm_id, rules, gres)
         evidence.append(f"{slurm_id:>4}  {job_state:<10} {gres:<11} {'+'.join(rules)}")
     assert ran_in_slurm == remote, remote ^ ran_in_slurm
+    # The test profile's max-threads lets the model steps ask for 2 CPUs; a job that ran torch on 1 thread
+    # whatever it asked for would pass the comparison above only if every request were 1.
+    assert threads_seen == {**dict.fromkeys(TINY_MODEL_RULES, MODEL_STEP_CPUS), "acquire_model": 1}, threads_seen
     # squeue still knows the latest jobs (the record above covers the rest).
     assert submitted[-1] in squeue, queue
     print(f"tiny workflow: local run {local_s:.0f} s, SLURM run {cluster_s:.0f} s; SLURM jobs "
