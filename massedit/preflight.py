@@ -144,6 +144,12 @@ def layer_problems(config: dict, depths: dict[str, Known], method: str | None = 
             origin = _origin(config, name, model, key)
             values = value if isinstance(value, list) else [value]
             for i, layer in enumerate(values):
+                if key == "v_loss_layer" and int(layer) != depth.value - 1:
+                    # The readout is the model's own logits, so only the last block is implemented
+                    # (massedit.editing.residual.check_loss_layer says the same inside the job).
+                    problems.append(f"{origin}: v_loss_layer {layer} is not the last block of model {model!r}, "
+                                    f"which has {depth.value} (only {depth.value - 1} is implemented; {depth.where})")
+                    continue
                 if 0 <= int(layer) < depth.value:
                     continue
                 path = f"{origin}[{i}]" if isinstance(value, list) else origin

@@ -65,7 +65,7 @@ def test_layers_and_sizes_are_refused_together_at_start(tmp_path, config, model_
     than the dataset, all in one message."""
     config["methods"]["eamet"]["models"] = {"tiny": {"layers": [0, 5]}}
     config["methods"]["memit"]["defaults"]["layers"] = [0, 2]
-    config["methods"]["memit"]["defaults"]["v_loss_layer"] = 9
+    config["methods"]["memit"]["defaults"]["v_loss_layer"] = 0  # a block, but not the last
     config["grid"]["n_edits"] = [4, 500]
     config["analyses"] = {"prefix_robustness": {"models": ["tiny"], "datasets": ["quickstart"],
                                                 "methods": ["eamet"], "n_edits": 600, "prefix_lens": [5]}}
@@ -76,7 +76,8 @@ def test_layers_and_sizes_are_refused_together_at_start(tmp_path, config, model_
         "5 configuration problem(s), found before any job ran",
         f"methods.eamet.models.tiny.layers[1]: layer 5 (the z-layer) is not a block of model 'tiny', {depth}",
         f"methods.memit.defaults.layers[1]: layer 2 (the z-layer) is not a block of model 'tiny', {depth}",
-        f"methods.memit.defaults.v_loss_layer: layer 9 is not a block of model 'tiny', {depth}",
+        "methods.memit.defaults.v_loss_layer: v_loss_layer 0 is not the last block of model 'tiny', which has 2 "
+        f"(only 1 is implemented; num_hidden_layers in {model_dir / 'config.json'})",
         "grid.n_edits[1]: 500 edits of dataset 'quickstart', which has 455 records (the embedded table",
         "analyses.prefix_robustness.n_edits: 600 edits of dataset 'quickstart', which has 455 records",
     )
