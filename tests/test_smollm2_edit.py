@@ -17,6 +17,9 @@ from massedit.stats import second_moments
 def test_eamet_edits_four_quickstart_facts_into_smollm2(smollm2):
     model_dir, _ = smollm2
     cfg = mc.load_config("config/config.yaml")
+    # The clean cosine at δ = 0: with the authors' (preset paper) the edits that start there are derailed on
+    # purpose (tests/test_eamet_switches.py; README, "EAMET at δ = 0"), and about 4 in 10 do on SmolLM2.
+    cfg["preset"] = "clean"
     hp = mc.resolve_hparams(cfg, "eamet", "smollm2-135m")
     model, tok = load_model(str(model_dir))
     records = build_records(cfg["datasets"]["quickstart"].get("seed", 0))

@@ -274,14 +274,16 @@ def test_settings_defaults_and_search_parameters():
 
 
 def test_tune_model_writes_outputs(tmp_path):
-    from massedit import io
+    from massedit import caches, io
     from massedit.testing import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "model", arch="llama", n_layers=3, seed=1)
     data = records(3) + [{**r, "case_id": 10 + r["case_id"]} for r in records(3)]
     io.write_jsonl(tmp_path / "records.jsonl", data)
-    np.savez(tmp_path / "stats.npz", layers=np.array([1, 2]), count=np.array(4),
-             **{f"sum_{layer}": 4 * np.eye(64) for layer in (1, 2)})
+    # A statistics file as compute_layer_stats writes it, key included (tune_model verifies it).
+    key = caches.stats_key("unknown", {"dtype": "float32", "bos": False}, "c", {"kind": "model_sample"}, [1, 2],
+                           4, 32, "float32", 0)
+    caches.save_stats(str(tmp_path / "stats.npz"), key, {layer: 4 * np.eye(64) for layer in (1, 2)}, 4)
     grid = {"layer_sets": [[1, 2], [2]], "mom2_update_weight": [10, 1000], "clamp_factor": {"memit": [0.75]}}
     selection = {"n_edits": 2, "evaluated_n_edits": [4], "select": "first", "select_seed": 0, "pick": "end",
                  "pick_seed": 0}
